@@ -1,0 +1,83 @@
+"""The optimizer protocol (contract 3): step, recommend, metrics.
+
+Every optimizer, gradient-based or evolutionary, is built as
+``cls(params, landscape=..., budget=..., generator=...)`` where ``params`` is its validated
+pydantic model, and then offers
+
+* ``step()`` — advance one step / generation for every active replicate, charging the budget;
+* ``recommend()`` — the current best guess, a tensor ``[R, D]`` (SGD: its iterate; ES: its mean;
+  GA: its best member);
+* ``metrics()`` — a few named per-replicate values (``[R]`` tensors or arrays): learning rate,
+  gradient norm, staleness, step size sigma, diversity, ...
+
+Divergence: a replicate whose loss or parameters become non-finite is marked in ``diverged``
+(``[R]`` bool) with the step it happened at in ``diverged_step``; it stops moving and stops being
+charged, the other replicates go on.  The runner only ever sees this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class Optimizer(abc.ABC):
+    """Base class holding the shared state and the divergence bookkeeping."""
+
+    #: registry name, set by subclasses
+    kind: str = ""
+
+    def __init__(self, params: Any, *, landscape: Any, budget: Any, generator: torch.Generator) -> None:
+        self.params = params
+        self.landscape = landscape
+        self.budget = budget
+        self.generator = generator
+        self.device = landscape.device
+        self.dtype = landscape.dtype
+        R = landscape.replicates
+        self.replicates = R
+        self.diverged = torch.zeros(R, dtype=torch.bool, device=self.device)
+        self.diverged_step = np.full(R, -1, dtype=np.int64)
+
+    # -- the protocol ---------------------------------------------------------------
+    @abc.abstractmethod
+    def step(self) -> None:
+        """One step / generation for every active replicate."""
+
+    @abc.abstractmethod
+    def recommend(self) -> torch.Tensor:
+        """Current best guess ``[R, D]``."""
+
+    def metrics(self) -> dict[str, Any]:
+        """Named per-replicate metrics (``[R]``); empty by default."""
+        return {}
+
+    # -- helpers for subclasses -------------------------------------------------------
+    @property
+    def active(self) -> torch.Tensor:
+        """``[R]`` bool: replicates that have not diverged and still have budget."""
+        exhausted = torch.as_tensor(self.budget.exhausted(), device=self.device)
+        return ~self.diverged & ~exhausted
+
+    def time(self) -> torch.Tensor:
+        """The environment time t ``[R]`` for landscape calls."""
+        return self.budget.time(self.device, self.dtype)
+
+    def check_divergence(self, *values: torch.Tensor) -> torch.Tensor:
+        """Mark replicates whose values (leading dim R) are non-finite; returns the new ``diverged``.
+
+        Costs one host synchronisation when it finds something new, none otherwise on CPU.
+        """
+        bad = torch.zeros_like(self.diverged)
+        for v in values:
+            finite = torch.isfinite(v.reshape(v.shape[0], -1)).all(dim=1)
+            bad |= ~finite
+        new = bad & ~self.diverged
+        if bool(new.any()):
+            idx = new.nonzero().flatten().cpu().numpy()
+            self.diverged_step[idx] = self.budget.steps[idx]
+            self.diverged |= new
+        return self.diverged
