@@ -1,0 +1,489 @@
+"""Update transforms: small ``(init, update)`` pairs composed with :func:`chain` (the optax shape).
+
+Conventions (shared with every optimizer that uses them, e.g. OpenAI-ES):
+
+* ``params``, ``grads`` and ``updates`` are ``[R, D]`` (replicates x flat parameters);
+* ``state = transform.init(params)``;
+* ``updates, state = transform.update(grads, state, params)``; the caller does
+  ``params = params + updates``.  Sign convention of optax: the learning-rate transform
+  multiplies by ``-lr``, so a chain without one ascends (use it for a plain gradient).
+* every per-replicate counter is a tensor ``[R]``, so replicates that stop (diverged, out of
+  budget) can be frozen with :func:`tree_where` while the others go on.
+
+Extras.  ``update`` also accepts keyword arguments, passed unchanged by :func:`chain` to every
+transform; a transform reads the ones it needs and ignores the rest, so plain use
+``update(grads, state, params)`` keeps working.  The keys in use:
+
+* ``grad_variance``: ``[R]``, ``tr(Sigma)``: the per-example gradient variance summed over
+  coordinates, estimated in the batch (unbiased, divisor ``b - 1``);
+* ``batch_size``: int or ``[R]``, the ``b`` the gradient was averaged over;
+* ``staleness``: ``[R]``, how many updates old the gradient is (asynchronous training).
+
+A transform that cannot work without an extra names it in ``needs`` (the third, optional field of
+:class:`GradientTransform`); :func:`chain` unions them, so an estimator computes per-example
+statistics (which cost a ``vmap`` of per-example gradients) only when some transform needs them.
+
+Metrics.  A state that has something to report defines ``metrics() -> dict[str, Tensor[R]]``;
+:func:`transform_metrics` collects them from a (chained) state: ``lr``, ``clip_fraction``,
+``confidence``, ...
+
+Specs.  :data:`TransformSpec` is a pydantic discriminated union on ``kind``; a scenario writes
+``transforms = [{kind="clip_norm", max_norm=1.0}, {kind="momentum", beta=0.9},
+{kind="lr", lr=0.1, schedule={kind="cosine", total_steps=1000}}]`` and :func:`build_transform`
+chains them in the order given.  Order matters exactly as in optax: torch.optim.SGD is
+``[weight_decay, momentum, lr]``; AdamW is ``[adam, weight_decay, lr]`` (decay added after the
+preconditioning, hence "decoupled", Loshchilov & Hutter 2019); torch.optim.Adam with
+``weight_decay`` is ``[weight_decay, adam, lr]`` (coupled, an L2 penalty).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Callable, Literal, NamedTuple, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from evosgd.core.errors import ConfigError
+from evosgd.core.registry import format_validation_error
+
+from evosgd.gradient.schedules import ConstantSchedule, Schedule, ScheduleSpec, constant_schedule
+
+Tensor = torch.Tensor
+
+
+class GradientTransform(NamedTuple):
+    """An update transform: ``init(params) -> state``; ``update(grads, state, params, **extras)
+    -> (updates, new_state)``.  ``needs`` names the extras it cannot do without."""
+
+    init: Callable[[Tensor], Any]
+    update: Callable[..., tuple[Tensor, Any]]
+    needs: frozenset = frozenset()
+
+
+class EmptyState(NamedTuple):
+    """State of a stateless transform."""
+
+
+# ---------------------------------------------------------------------------- helpers
+def _rows(x: Tensor, like: Tensor) -> Tensor:
+    """A per-replicate ``[R]`` value viewed to broadcast against ``[R, ...]``."""
+    return x.reshape(x.shape[:1] + (1,) * (like.dim() - 1))
+
+
+def _counter(params: Tensor) -> Tensor:
+    return torch.zeros(params.shape[0], dtype=torch.long, device=params.device)
+
+
+def tree_where(mask: Tensor, new: Any, old: Any) -> Any:
+    """Per replicate, ``new`` where ``mask`` ``[R]`` is true, else ``old``, through a state tree
+    (tensors with leading dim R, nested tuples / NamedTuples / dicts; other leaves from ``new``).
+
+    Use it to freeze replicates that diverged or ran out of budget::
+
+        new_state = tree_where(active, new_state, state)
+    """
+    if isinstance(new, Tensor):
+        if new.dim() == 0 or new.shape[0] != mask.shape[0]:
+            return new
+        return torch.where(_rows(mask, new), new, old)
+    if isinstance(new, tuple):
+        items = [tree_where(mask, n, o) for n, o in zip(new, old)]
+        return type(new)(*items) if hasattr(new, "_fields") else tuple(items)
+    if isinstance(new, dict):
+        return {k: tree_where(mask, v, old[k]) for k, v in new.items()}
+    return new
+
+
+def transform_metrics(state: Any) -> dict[str, Tensor]:
+    """Metrics ``[R]`` reported by the states of a (chained) transform; later ones win on a clash."""
+    out: dict[str, Tensor] = {}
+    if hasattr(state, "metrics") and callable(state.metrics):
+        out.update(state.metrics())
+    if isinstance(state, tuple):
+        for s in state:
+            out.update(transform_metrics(s))
+    return out
+
+
+def chain(*transforms: GradientTransform) -> GradientTransform:
+    """Compose transforms left to right: the updates of one are the gradients of the next."""
+    transforms = tuple(transforms)
+
+    def init(params: Tensor) -> tuple:
+        return tuple(t.init(params) for t in transforms)
+
+    def update(grads: Tensor, state: tuple, params: Tensor, **extras: Any) -> tuple[Tensor, tuple]:
+        new_states = []
+        for t, s in zip(transforms, state):
+            grads, s = t.update(grads, s, params, **extras)
+            new_states.append(s)
+        return grads, tuple(new_states)
+
+    needs = frozenset().union(*(t.needs for t in transforms)) if transforms else frozenset()
+    return GradientTransform(init, update, needs)
+
+
+def identity() -> GradientTransform:
+    """Pass the gradients through unchanged."""
+    return GradientTransform(lambda params: EmptyState(), lambda g, s, p, **e: (g, s))
+
+
+# ---------------------------------------------------------------------------- learning rate
+class LearningRateState(NamedTuple):
+    count: Tensor  # [R] updates made so far
+    lr: Tensor  # [R] learning rate used by the last update
+
+    def metrics(self) -> dict[str, Tensor]:
+        return {"lr": self.lr}
+
+
+def scale_by_learning_rate(lr: float | Schedule) -> GradientTransform:
+    """``u = -eta_t g`` with ``eta_t`` a constant or a schedule of the per-replicate step count t
+    (see :mod:`evosgd.gradient.schedules`); the first update uses ``eta_0``."""
+    schedule = lr if callable(lr) else constant_schedule(float(lr))
+
+    def init(params: Tensor) -> LearningRateState:
+        c = _counter(params)
+        return LearningRateState(c, schedule(c).to(params.dtype))
+
+    def update(grads: Tensor, state: LearningRateState, params: Tensor, **extras: Any):
+        eta = schedule(state.count).to(grads.dtype)
+        return -_rows(eta, grads) * grads, LearningRateState(state.count + 1, eta)
+
+    return GradientTransform(init, update)
+
+
+def scale(factor: float) -> GradientTransform:
+    """``u = factor * g`` (a constant, e.g. -1 to turn an ascent direction into descent)."""
+    return GradientTransform(lambda params: EmptyState(), lambda g, s, p, **e: (g * float(factor), s))
+
+
+# ---------------------------------------------------------------------------- momentum
+class MomentumState(NamedTuple):
+    buffer: Tensor  # [R, D]
+    started: Tensor  # [R] bool: buffer holds a first gradient
+
+
+def momentum(beta: float, dampening: float = 0.0, nesterov: bool = False) -> GradientTransform:
+    """Heavy-ball (Polyak 1964) or Nesterov (Sutskever et al. 2013 form) momentum with exactly the
+    semantics of ``torch.optim.SGD``::
+
+        b_1 = g_1;   b_t = beta b_{t-1} + (1 - dampening) g_t
+        u_t = g_t + beta b_t   (nesterov)   or   u_t = b_t   (heavy ball)
+
+    The first buffer is the gradient itself, undamped, as in torch.  Follow with the learning rate.
+    """
+    beta, damp = float(beta), float(dampening)
+
+    def init(params: Tensor) -> MomentumState:
+        return MomentumState(torch.zeros_like(params), torch.zeros(params.shape[0], dtype=torch.bool, device=params.device))
+
+    def update(grads: Tensor, state: MomentumState, params: Tensor, **extras: Any):
+        buf = torch.where(_rows(state.started, grads), beta * state.buffer + (1.0 - damp) * grads, grads)
+        out = grads + beta * buf if nesterov else buf
+        return out, MomentumState(buf, torch.ones_like(state.started))
+
+    return GradientTransform(init, update)
+
+
+# ---------------------------------------------------------------------------- weight decay
+def add_decayed_weights(weight_decay: float) -> GradientTransform:
+    """``u = g + lambda * params``.  Before momentum/Adam and the learning rate it is the coupled
+    L2 penalty of ``torch.optim.SGD`` / ``torch.optim.Adam`` (``weight_decay``); after Adam and
+    before the learning rate it is the decoupled decay of AdamW (Loshchilov & Hutter 2019,
+    "Decoupled weight decay regularization"): ``p <- p - eta_t (adam(g) + lambda p)``."""
+    wd = float(weight_decay)
+    return GradientTransform(lambda params: EmptyState(), lambda g, s, p, **e: (g + wd * p, s))
+
+
+# ---------------------------------------------------------------------------- clipping
+class ClipNormState(NamedTuple):
+    steps: Tensor  # [R] updates seen
+    clipped: Tensor  # [R] of them clipped
+
+    def metrics(self) -> dict[str, Tensor]:
+        return {"clip_fraction": self.clipped.double() / self.steps.clamp(min=1).double()}
+
+
+def clip_by_global_norm(max_norm: float) -> GradientTransform:
+    """Rescale each replicate's vector to norm at most ``c``: ``u = g * min(1, c / ||g||)``
+    (Pascanu et al. 2013, "On the difficulty of training recurrent neural networks").  The direction
+    is kept; ``clip_fraction`` reports the fraction of updates that were clipped so far."""
+    c = float(max_norm)
+
+    def init(params: Tensor) -> ClipNormState:
+        z = _counter(params)
+        return ClipNormState(z, z.clone())
+
+    def update(grads: Tensor, state: ClipNormState, params: Tensor, **extras: Any):
+        norm = torch.linalg.vector_norm(grads, dim=-1)
+        clipped = norm > c
+        # norm == 0 gives c/0 = inf, clamped to 1: a zero gradient passes unchanged.
+        factor = torch.clamp(c / norm, max=1.0)
+        return grads * _rows(factor, grads), ClipNormState(state.steps + 1, state.clipped + clipped.long())
+
+    return GradientTransform(init, update)
+
+
+class ClipValueState(NamedTuple):
+    fraction: Tensor  # [R] fraction of coordinates clipped at the last update
+
+    def metrics(self) -> dict[str, Tensor]:
+        return {"clip_value_fraction": self.fraction}
+
+
+def clip_by_value(max_value: float) -> GradientTransform:
+    """Clamp every coordinate to ``[-c, c]`` (changes the direction, unlike clipping by norm)."""
+    c = float(max_value)
+
+    def init(params: Tensor) -> ClipValueState:
+        return ClipValueState(torch.zeros(params.shape[0], dtype=params.dtype, device=params.device))
+
+    def update(grads: Tensor, state: ClipValueState, params: Tensor, **extras: Any):
+        frac = (grads.abs() > c).to(grads.dtype).mean(dim=-1)
+        return grads.clamp(-c, c), ClipValueState(frac)
+
+    return GradientTransform(init, update)
+
+
+# ---------------------------------------------------------------------------- Adam
+class AdamState(NamedTuple):
+    count: Tensor  # [R]
+    m: Tensor  # [R, D] first moment
+    v: Tensor  # [R, D] second moment
+
+
+def scale_by_adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> GradientTransform:
+    """Adam's preconditioning (Kingma & Ba 2015) with the semantics of ``torch.optim.Adam``::
+
+        m_t = beta1 m_{t-1} + (1 - beta1) g_t,     v_t = beta2 v_{t-1} + (1 - beta2) g_t^2
+        u_t = (m_t / (1 - beta1^t)) / (sqrt(v_t) / sqrt(1 - beta2^t) + eps)
+
+    (eps added after the bias-corrected square root, as torch does).  Follow with the learning rate.
+    """
+    b1, b2, eps = float(beta1), float(beta2), float(eps)
+
+    def init(params: Tensor) -> AdamState:
+        return AdamState(_counter(params), torch.zeros_like(params), torch.zeros_like(params))
+
+    def update(grads: Tensor, state: AdamState, params: Tensor, **extras: Any):
+        t = state.count + 1
+        m = torch.lerp(state.m, grads, 1.0 - b1)
+        v = b2 * state.v + (1.0 - b2) * grads * grads
+        tf = t.to(torch.float64 if grads.device.type != "mps" else torch.float32)
+        bc1 = _rows((1.0 - b1**tf).to(grads.dtype), grads)
+        bc2_sqrt = _rows(torch.sqrt(1.0 - b2**tf).to(grads.dtype), grads)
+        return (m / bc1) / (v.sqrt() / bc2_sqrt + eps), AdamState(t, m, v)
+
+    return GradientTransform(init, update)
+
+
+# ---------------------------------------------------------------------------- confidence
+class ConfidenceState(NamedTuple):
+    factor: Tensor  # [R] factor applied at the last update
+    snr: Tensor  # [R] signal-to-noise ratio estimated at the last update
+
+    def metrics(self) -> dict[str, Tensor]:
+        return {"confidence": self.factor, "snr": self.snr}
+
+
+def _batch_tensor(b: Any, like: Tensor) -> Tensor:
+    return torch.as_tensor(b, dtype=like.dtype, device=like.device).expand(like.shape[0])
+
+
+def scale_by_confidence(rule: str = "snr", theta: float = 1.0, min_factor: float = 0.0) -> GradientTransform:
+    """Scale the step by how sure the mini-batch is about the gradient (the seed text's CLT
+    argument: the batch mean ``g`` is about Gaussian around the true gradient with covariance
+    ``Sigma / b``).  With ``V = tr(Sigma)`` estimated from the per-example gradients of the batch
+    (extra ``grad_variance``) and ``b`` the batch size (extra ``batch_size``):
+
+    * ``rule = "snr"`` — variance adaptation, the factor that minimises the expected loss after a
+      step along ``g`` on a quadratic (Balles & Hennig 2018, "Dissecting Adam", eq. for
+      M-SVAG's gamma, here for the whole vector)::
+
+          factor = ||grad F||^2 / E||g||^2  ~=  max(0, 1 - (V / b) / ||g||^2)
+
+      (``E||g||^2 = ||grad F||^2 + V/b``, and ``||g||^2 - V/b`` is the unbiased estimate of the
+      numerator), i.e. ``snr / (1 + snr)`` with ``snr = ||grad F||^2 / (V / b)``.
+    * ``rule = "norm_test"`` — the step is cut when the batch fails the norm test of Byrd, Chin,
+      Nocedal & Wu 2012 ("Sample size selection in optimization methods for machine learning"),
+      ``V / b <= theta^2 ||g||^2``::
+
+          factor = min(1, theta^2 ||g||^2 b / V)
+
+      (the step is scaled as if the batch were as large as the test asks; Balles, Romero & Hennig
+      2017, "Coupling adaptive batch sizes with learning rates", couple b and lr the same way).
+
+    The factor is clamped to ``[min_factor, 1]``; reported as metric ``confidence`` (and ``snr``).
+    Place it before momentum (it judges the fresh gradient) and anywhere before the learning rate.
+    """
+    if rule not in ("snr", "norm_test"):
+        raise ValueError(f"confidence rule must be 'snr' or 'norm_test', got {rule!r}")
+    th2, lo = float(theta) ** 2, float(min_factor)
+
+    def init(params: Tensor) -> ConfidenceState:
+        one = torch.ones(params.shape[0], dtype=params.dtype, device=params.device)
+        return ConfidenceState(one, torch.full_like(one, math.inf))
+
+    def update(grads: Tensor, state: ConfidenceState, params: Tensor, **extras: Any):
+        if "grad_variance" not in extras or "batch_size" not in extras:
+            raise ValueError("the confidence transform needs the extras 'grad_variance' and 'batch_size' "
+                             "(per-example gradient statistics from the estimator)")
+        V = extras["grad_variance"].to(grads.dtype)
+        b = _batch_tensor(extras["batch_size"], V)
+        g2 = (grads * grads).sum(dim=-1)
+        noise = V / b  # E||g - grad F||^2
+        signal = torch.clamp(g2 - noise, min=0.0)
+        snr = signal / noise
+        if rule == "snr":
+            factor = torch.where(g2 > 0, signal / g2, torch.ones_like(g2))
+        else:
+            factor = torch.clamp(th2 * g2 / noise, max=1.0)
+        factor = torch.nan_to_num(factor, nan=1.0).clamp(lo, 1.0)  # V = 0: no noise, full confidence
+        return grads * _rows(factor, grads), ConfidenceState(factor, snr)
+
+    return GradientTransform(init, update, frozenset({"grad_variance", "batch_size"}))
+
+
+# ---------------------------------------------------------------------------- staleness
+class StalenessState(NamedTuple):
+    factor: Tensor  # [R]
+
+
+def scale_by_staleness() -> GradientTransform:
+    """``u = g / max(1, tau)`` with tau the staleness of the gradient (extra ``staleness``): the
+    staleness-aware step of Zhang, Gupta, Lian & Liu 2016 ("Staleness-aware async-SGD")."""
+
+    def init(params: Tensor) -> StalenessState:
+        return StalenessState(torch.ones(params.shape[0], dtype=params.dtype, device=params.device))
+
+    def update(grads: Tensor, state: StalenessState, params: Tensor, **extras: Any):
+        if "staleness" not in extras:
+            raise ValueError("the staleness transform needs the extra 'staleness'")
+        tau = torch.as_tensor(extras["staleness"], device=grads.device).to(grads.dtype).expand(grads.shape[0])
+        factor = 1.0 / torch.clamp(tau, min=1.0)
+        return grads * _rows(factor, grads), StalenessState(factor)
+
+    return GradientTransform(init, update, frozenset({"staleness"}))
+
+
+# ---------------------------------------------------------------------------- specs
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LearningRateSpec(_Spec):
+    kind: Literal["lr"] = Field(description="u = -lr_t g; lr_t from the schedule")
+    lr: float = Field(gt=0.0, description="initial learning rate eta_0")
+    schedule: ScheduleSpec = Field(default_factory=ConstantSchedule, description="schedule of the learning rate (constant by default)")
+
+    def build(self) -> GradientTransform:
+        return scale_by_learning_rate(self.schedule.build(self.lr))
+
+
+class MomentumSpec(_Spec):
+    kind: Literal["momentum"] = Field(description="heavy-ball / Nesterov momentum, torch.optim.SGD semantics")
+    beta: float = Field(0.9, ge=0.0, lt=1.0, description="momentum coefficient (0.9: the common default)")
+    dampening: float = Field(0.0, ge=0.0, le=1.0, description="dampening of new gradients (torch; 0: none)")
+    nesterov: bool = Field(False, description="Nesterov momentum instead of heavy ball")
+
+    def build(self) -> GradientTransform:
+        return momentum(self.beta, self.dampening, self.nesterov)
+
+
+class WeightDecaySpec(_Spec):
+    kind: Literal["weight_decay"] = Field(
+        description="u = g + wd * params: coupled L2 before momentum/adam, decoupled (AdamW) after adam and before lr"
+    )
+    weight_decay: float = Field(ge=0.0, description="decay coefficient lambda")
+
+    def build(self) -> GradientTransform:
+        return add_decayed_weights(self.weight_decay)
+
+
+class ClipNormSpec(_Spec):
+    kind: Literal["clip_norm"] = Field(description="rescale each replicate's vector to norm <= max_norm")
+    max_norm: float = Field(gt=0.0, description="largest allowed Euclidean norm")
+
+    def build(self) -> GradientTransform:
+        return clip_by_global_norm(self.max_norm)
+
+
+class ClipValueSpec(_Spec):
+    kind: Literal["clip_value"] = Field(description="clamp every coordinate to [-max_value, max_value]")
+    max_value: float = Field(gt=0.0, description="largest allowed absolute coordinate")
+
+    def build(self) -> GradientTransform:
+        return clip_by_value(self.max_value)
+
+
+class AdamSpec(_Spec):
+    kind: Literal["adam"] = Field(description="Adam preconditioning (Kingma & Ba 2015), torch.optim.Adam semantics")
+    beta1: float = Field(0.9, ge=0.0, lt=1.0, description="first-moment decay (0.9: Kingma & Ba's default)")
+    beta2: float = Field(0.999, ge=0.0, lt=1.0, description="second-moment decay (0.999: Kingma & Ba's default)")
+    eps: float = Field(1e-8, gt=0.0, description="added to the root of the second moment (1e-8: torch default)")
+
+    def build(self) -> GradientTransform:
+        return scale_by_adam(self.beta1, self.beta2, self.eps)
+
+
+class ConfidenceSpec(_Spec):
+    kind: Literal["confidence"] = Field(description="scale the step by the batch's confidence in the gradient (per-example variance)")
+    rule: Literal["snr", "norm_test"] = Field(
+        "snr", description="snr: factor 1 - (V/b)/||g||^2 (Balles & Hennig 2018); norm_test: min(1, theta^2 ||g||^2 b/V) (Byrd et al. 2012)"
+    )
+    theta: float = Field(1.0, gt=0.0, description="norm-test tolerance theta (rule norm_test; 1: noise no larger than the signal)")
+    min_factor: float = Field(0.0, ge=0.0, le=1.0, description="smallest factor applied (0: the step may vanish)")
+
+    def build(self) -> GradientTransform:
+        return scale_by_confidence(self.rule, self.theta, self.min_factor)
+
+
+class StalenessSpec(_Spec):
+    kind: Literal["staleness"] = Field(description="divide by the staleness of the gradient (Zhang et al. 2016)")
+
+    def build(self) -> GradientTransform:
+        return scale_by_staleness()
+
+
+class ScaleSpec(_Spec):
+    kind: Literal["scale"] = Field(description="multiply by a constant factor")
+    factor: float = Field(description="the factor")
+
+    def build(self) -> GradientTransform:
+        return scale(self.factor)
+
+
+TransformSpec = Annotated[
+    Union[LearningRateSpec, MomentumSpec, WeightDecaySpec, ClipNormSpec, ClipValueSpec, AdamSpec,
+          ConfidenceSpec, StalenessSpec, ScaleSpec],
+    Field(discriminator="kind"),
+]
+
+
+_SPEC_LIST = TypeAdapter(list[TransformSpec])
+
+
+def validate_transforms(specs: list, where: str = "transforms") -> list:
+    """Validate a list of transform specs (dicts or models); every problem in one ConfigError."""
+    try:
+        return _SPEC_LIST.validate_python([s.model_dump() if isinstance(s, BaseModel) else s for s in specs])
+    except ValidationError as err:
+        problems = format_validation_error(err, where)
+        raise ConfigError("; ".join(problems), problems) from None
+
+
+def build_transform(specs: list) -> GradientTransform:
+    """Chain the transforms described by ``specs`` (dicts or validated spec models), in order."""
+    return chain(*(m.build() for m in validate_transforms(specs)))
+
+
+__all__ = [
+    "GradientTransform", "EmptyState", "chain", "identity", "tree_where", "transform_metrics",
+    "scale_by_learning_rate", "scale", "momentum", "add_decayed_weights", "clip_by_global_norm", "clip_by_value",
+    "scale_by_adam", "scale_by_confidence", "scale_by_staleness",
+    "LearningRateState", "MomentumState", "ClipNormState", "ClipValueState", "AdamState", "ConfidenceState",
+    "TransformSpec", "LearningRateSpec", "MomentumSpec", "WeightDecaySpec", "ClipNormSpec", "ClipValueSpec",
+    "AdamSpec", "ConfidenceSpec", "StalenessSpec", "ScaleSpec", "ScheduleSpec", "build_transform", "validate_transforms",
+]
