@@ -1,7 +1,11 @@
 """Landscapes shared by the gradient and evolution engines (contract 1 of DESIGN.md).
 
-Importing this package registers every landscape in ``evosgd.core.registry.LANDSCAPES``.
-Build one with :func:`build_landscape`.
+Importing this package registers every landscape in ``evosgd.core.registry.LANDSCAPES`` and every
+drift kind in :data:`DRIFTS`.  Build one with :func:`build_landscape`.
+
+Modules: ``analytic`` (sphere, ellipsoid, rosenbrock, rastrigin, ackley, griewank, schwefel,
+styblinski_tang, cliff), ``data`` (linear_regression, logistic_regression), ``mlp``
+(teacher_student), ``contrastive``, ``moving_peaks``, ``drift`` (the drift wrapper).
 """
 
 from __future__ import annotations
@@ -11,14 +15,21 @@ from typing import Any
 import torch
 
 from evosgd.core.registry import LANDSCAPES
-from evosgd.landscapes import analytic  # noqa: F401  (registers)
+from evosgd.landscapes import analytic, contrastive, data, mlp, moving_peaks  # noqa: F401  (registers)
 from evosgd.landscapes.base import Batch, Landscape, Time, per_example_grads, per_replicate
+from evosgd.landscapes.drift import DRIFTS, DriftingLandscape, wrap_with_drift
+from evosgd.landscapes.mlp import unflatten
 
 
 def build_landscape(kind: str, params: dict[str, Any] | None = None, *, replicates: int = 1, seed: int = 0,
-                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Landscape:
-    """Build a registered landscape: R instances drawn from ``seed`` (see ``base``)."""
-    return LANDSCAPES.build(kind, params or {}, replicates=replicates, seed=seed, device=torch.device(device), dtype=dtype)
+                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                    drift: dict[str, Any] | None = None) -> Landscape:
+    """Build a registered landscape: R instances drawn from ``seed`` (see ``base``); ``drift``
+    (``{"kind": "linear", "speed": 1e-3}``, the ``[landscape.drift]`` table) wraps it in a
+    :class:`DriftingLandscape` moved by the environment clock t."""
+    land = LANDSCAPES.build(kind, params or {}, replicates=replicates, seed=seed, device=torch.device(device), dtype=dtype)
+    return wrap_with_drift(land, drift, seed=seed)
 
 
-__all__ = ["Batch", "LANDSCAPES", "Landscape", "Time", "build_landscape", "per_example_grads", "per_replicate"]
+__all__ = ["Batch", "DRIFTS", "DriftingLandscape", "LANDSCAPES", "Landscape", "Time", "build_landscape",
+           "per_example_grads", "per_replicate", "unflatten"]

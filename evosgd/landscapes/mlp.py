@@ -1,0 +1,158 @@
+"""Teacher–student MLP regression: theta is the flat vector of a small network's weights.
+
+A fixed random *teacher* network (the concept) labels Gaussian inputs; the *student* (theta) is
+trained with the squared loss ``0.5 ||student(x) - y||^2``.  With the same architecture and no
+label noise the teacher's own weights are a global optimum of loss 0 (Gardner & Derrida 1989;
+Saad & Solla 1995 for the online-learning analysis of this set-up).
+
+Optional batch normalization (Ioffe & Szegedy 2015, without the affine part): each hidden
+pre-activation is normalised as ``(h - mu) / sqrt(var + 1e-5)`` with mu, var over the examples of
+the batch in training mode (the ``loss`` of a batch: one example's loss depends on the others,
+``per_example_separable = False``) and over the whole dataset (population statistics at the
+current theta) in ``true_loss``.
+
+Every population member is evaluated at once: theta ``[R, *S, D]`` is viewed as weight matrices
+``[R, P, in, out]`` (see :func:`unflatten`) and each layer is one batched ``einsum``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from evosgd.core.errors import ParameterError
+from evosgd.core.registry import LANDSCAPES
+from evosgd.landscapes.base import Batch, Time
+from evosgd.landscapes.data import DataLandscape
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "gelu": F.gelu}
+BN_EPS = 1e-5
+
+
+def layer_sizes(inputs: int, widths: list[int], outputs: int) -> list[tuple[int, int]]:
+    dims = [inputs, *widths, outputs]
+    return list(zip(dims[:-1], dims[1:]))
+
+
+def n_params(sizes: list[tuple[int, int]]) -> int:
+    """Number of weights and biases of the layers ``sizes``."""
+    return sum(i * o + o for i, o in sizes)
+
+
+def unflatten(theta: torch.Tensor, sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Views ``(W [..., in, out], b [..., out])`` per layer of a flat ``theta [..., D]``; the layout is
+    layer by layer, W row-major then b."""
+    out, k = [], 0
+    lead = theta.shape[:-1]
+    for i, o in sizes:
+        W = theta[..., k:k + i * o].reshape(lead + (i, o))
+        k += i * o
+        out.append((W, theta[..., k:k + o]))
+        k += o
+    if k != theta.shape[-1]:
+        raise ValueError(f"theta has {theta.shape[-1]} entries, the layers need {k}")
+    return out
+
+
+def mlp_forward(theta: torch.Tensor, x: torch.Tensor, sizes: list[tuple[int, int]], activation: str,
+                batch_norm: bool = False) -> torch.Tensor:
+    """Outputs ``[R, P, *B, n, out]`` of the networks ``theta [R, P, D]`` on inputs ``x [R, *B, n, in]``;
+    batch-norm statistics (when on) are taken over the n axis."""
+    act = ACTIVATIONS[activation]
+    layers = unflatten(theta, sizes)
+    extra = x.dim() - 3  # dims of *B
+    h = x.unsqueeze(1)  # [R, 1, *B, n, in]
+    for j, (W, b) in enumerate(layers):
+        Wv = W.reshape(W.shape[:2] + (1,) * extra + W.shape[2:])  # [R, P, 1.., in, out]
+        bv = b.reshape(b.shape[:2] + (1,) * (extra + 1) + b.shape[2:])
+        h = torch.matmul(h, Wv) + bv
+        if j < len(layers) - 1:
+            if batch_norm:
+                mu = h.mean(dim=-2, keepdim=True)
+                var = h.var(dim=-2, unbiased=False, keepdim=True)
+                h = (h - mu) / torch.sqrt(var + BN_EPS)
+            h = act(h)
+    return h
+
+
+def lecun_init(sizes: list[tuple[int, int]], generator: torch.Generator, bias_std: float = 0.0) -> torch.Tensor:
+    """Flat weights with W ~ N(0, 1/fan_in) (LeCun et al. 1998) and biases ~ N(0, bias_std^2)."""
+    parts = []
+    for i, o in sizes:
+        parts.append(torch.randn(i * o, generator=generator, dtype=torch.float64) / math.sqrt(i))
+        parts.append(torch.randn(o, generator=generator, dtype=torch.float64) * bias_std)
+    return torch.cat(parts)
+
+
+class TeacherStudentParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n_examples: int = Field(512, ge=1, description="dataset size n (per replicate)")
+    inputs: int = Field(8, ge=1, description="input dimension; inputs are N(0, I)")
+    widths: list[int] = Field([16], description="hidden-layer widths of the student (theta's network)")
+    outputs: int = Field(1, ge=1, description="output dimension")
+    activation: Literal["tanh", "relu", "gelu"] = Field("tanh", description="hidden activation (student and teacher)")
+    teacher_widths: list[int] | None = Field(None, description="hidden widths of the teacher; None = the student's (realisable)")
+    noise_std: float = Field(0.0, ge=0.0, description="label noise added to the teacher's outputs")
+    batch_norm: bool = Field(False, description="batch-normalise the student's hidden pre-activations (mini-batch statistics in training)")
+
+
+@LANDSCAPES.register("teacher_student", TeacherStudentParams,
+                     "MLP student fitting a random teacher MLP (squared loss); optional batch norm; theta = flat weights",
+                     family="data")
+class TeacherStudent(DataLandscape):
+    """Teacher–student regression (see module docstring).  ``optimum`` is the teacher's weights
+    (``optimal_loss`` 0) when the student has the teacher's architecture, no label noise and no
+    batch norm; otherwise unknown (None).  Starting point: LeCun-initialised student."""
+
+    kind = "teacher_student"
+
+    def __init__(self, params: TeacherStudentParams, *, replicates: int, seed: int, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> None:
+        where = "landscape 'teacher_student'"
+        for name in ("widths", "teacher_widths"):
+            ws = getattr(params, name)
+            if ws is not None and any(w < 1 for w in ws):
+                raise ParameterError(name, ws, "a list of integers >= 1", where=where)
+        self.sizes = layer_sizes(params.inputs, params.widths, params.outputs)
+        teacher_widths = params.widths if params.teacher_widths is None else params.teacher_widths
+        self.teacher_sizes = layer_sizes(params.inputs, teacher_widths, params.outputs)
+        super().__init__(dim=n_params(self.sizes), n_examples=params.n_examples, replicates=replicates, device=device, dtype=dtype)
+        self.params = params
+        self.realisable = self.teacher_sizes == self.sizes and params.noise_std == 0 and not params.batch_norm
+        self.per_example_separable = not params.batch_norm
+        xs, noise, teach, x0 = [], [], [], []
+        for g in self.replicate_generators(seed, replicates):
+            xs.append(torch.randn(params.n_examples, params.inputs, generator=g, dtype=torch.float64))
+            noise.append(torch.randn(params.n_examples, params.outputs, generator=g, dtype=torch.float64) * params.noise_std)
+            teach.append(lecun_init(self.teacher_sizes, g, bias_std=0.1))
+            x0.append(lecun_init(self.sizes, g))
+        self.data = {"x": torch.stack(xs).to(self.device, dtype), "noise": torch.stack(noise).to(self.device, dtype)}
+        self.concept = torch.stack(teach).to(self.device, dtype)
+        self.initial_point = torch.stack(x0).to(self.device, dtype)
+
+    def unflatten(self, theta: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The student's ``(W [..., in, out], b [..., out])`` per layer."""
+        return unflatten(theta, self.sizes)
+
+    def labelled(self, examples: Batch, concept: torch.Tensor) -> Batch:
+        y = mlp_forward(concept.unsqueeze(1), examples["x"], self.teacher_sizes, self.params.activation).squeeze(1)
+        return {"x": examples["x"], "y": y + examples["noise"]}
+
+    def example_losses(self, theta: torch.Tensor, batch: Batch, t: Time = None) -> torch.Tensor:
+        R = theta.shape[0]
+        th = theta.reshape(R, -1, self.dim)
+        out = mlp_forward(th, batch["x"], self.sizes, self.params.activation, self.params.batch_norm)  # [R, P, n, o]
+        res = out - batch["y"].unsqueeze(1)
+        losses = 0.5 * (res * res).sum(-1)
+        return losses.reshape(theta.shape[:-1] + (losses.shape[-1],))
+
+    def optimum_for(self, concept: torch.Tensor) -> torch.Tensor | None:
+        return concept.clone() if self.realisable else None
+
+    def optimal_loss_for(self, concept: torch.Tensor) -> torch.Tensor | None:
+        return torch.zeros(self.replicates, device=self.device, dtype=self.dtype) if self.realisable else None
