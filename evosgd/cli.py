@@ -1,0 +1,252 @@
+"""The ``evosgd`` command line (also ``python -m evosgd``).
+
+    evosgd run SCENARIO... [--out DIR] [--workers N] [--device D] [--replicates N] [--quick] [--force]
+                           [--report] [--report-dir DIR]
+    evosgd report RESULTS [-o DIR]
+    evosgd validate FILE... [--quick]
+    evosgd list landscapes|optimizers|analyses|drifts|scenarios
+    evosgd show RESULTS
+
+Every error that is the user's to fix is printed as a message (no traceback) with exit status 2;
+Ctrl-C exits with 130 after saying what was kept; a sweep with failed runs exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from evosgd.core.errors import ConfigError, EvosgdError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own exit status is 2 as well
+        self.print_usage(sys.stderr)
+        self.exit(2, f"evosgd: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="evosgd", description="Mini-batch gradient descent and population-based evolution, side by "
+                                           "side on the same landscapes under one budget.")
+    from evosgd import __version__
+
+    p.add_argument("--version", action="version", version=f"evosgd {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run scenario files into a results store")
+    r.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario TOML file(s)")
+    r.add_argument("--out", default="results", metavar="DIR", help="results folder (default: results/); "
+                   "each scenario goes to DIR/<name>/")
+    r.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="parallel worker processes (default: one per CPU core; 1: run in this process)")
+    r.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                   help="torch threads per run (default 1: parallelism comes from the workers)")
+    r.add_argument("--device", default=None, help="override the scenario's device: auto, cpu, cuda, cuda:N")
+    r.add_argument("--replicates", type=_positive_int, default=None, metavar="N", help="override the replicates")
+    r.add_argument("--quick", action="store_true", help="apply the file's [quick] overrides (seconds, not minutes)")
+    r.add_argument("--force", action="store_true", help="redo runs that are already finished")
+    r.add_argument("--report", action="store_true", help="write the report after the run")
+    r.add_argument("--report-dir", default="reports", metavar="DIR",
+                   help="where --report writes (default: reports/); each report goes to DIR/<name>/")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    rep = sub.add_parser("report", help="write the HTML/Markdown report of a results store")
+    rep.add_argument("results", metavar="RESULTS", help="results folder of one scenario (e.g. results/quickstart)")
+    rep.add_argument("-o", "--out", default=None, metavar="DIR", help="report folder (default: reports/<name>/)")
+
+    v = sub.add_parser("validate", help="check scenario files without running them")
+    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("--quick", action="store_true", help="validate with the [quick] overrides applied")
+
+    ls = sub.add_parser("list", help="list registered components or shipped scenarios")
+    ls.add_argument("what", choices=["landscapes", "optimizers", "analyses", "drifts", "scenarios"])
+    ls.add_argument("--brief", action="store_true", help="names and descriptions only")
+
+    sh = sub.add_parser("show", help="print a summary table of a results store")
+    sh.add_argument("results", metavar="RESULTS", help="results folder (or the scenario file that produced it)")
+    sh.add_argument("--out", default="results", metavar="DIR", help="results folder used when RESULTS is a scenario file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 2
+    try:
+        return {"run": cmd_run, "report": cmd_report, "validate": cmd_validate, "list": cmd_list,
+                "show": cmd_show}[args.command](args)
+    except EvosgdError as e:
+        print(f"evosgd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nevosgd: interrupted; every finished run is kept. Run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_run(args: argparse.Namespace) -> int:
+    from evosgd.run.runner import execute_scenario
+    from evosgd.run.store import load_store
+    from evosgd.run.summary import format_summary
+    from evosgd.scenario import load_scenario
+
+    # Validate every file first: a typo in the third file should not wait for the first two to run.
+    scenarios, problems = [], []
+    for f in args.scenarios:
+        try:
+            scenarios.append(load_scenario(f, quick=args.quick, replicates=args.replicates, device=args.device))
+        except ConfigError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    status = 0
+    command = "evosgd " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name != "pytest" else None
+    for sc in scenarios:
+        t0 = time.perf_counter()
+        store = execute_scenario(sc, args.out, workers=args.workers, force=args.force, progress=not args.no_progress,
+                                 command=command, threads=args.threads)
+        data = load_store(store.root)
+        runs = data.manifest.get("runs", {})
+        n_failed = sum(1 for e in runs.values() if e.get("status") == "failed")
+        print(format_summary(data))
+        print(f"\n{sc.name}: {len(runs)} runs in {store.root} ({time.perf_counter() - t0:.1f} s)")
+        if n_failed:
+            print(f"evosgd: {n_failed} run(s) failed; their errors are in {store.manifest_path}", file=sys.stderr)
+            status = 1
+        if args.report:
+            path = _report(store.root, Path(args.report_dir) / sc.name)
+            print(f"report: {path}")
+    return status
+
+
+def _report(results: Path, out: Path | None) -> Path:
+    try:
+        import evosgd.report as rep
+
+        fn = getattr(rep, "report_from_store", None)
+        if fn is None:
+            from evosgd.report.build import report_from_store as fn  # type: ignore[no-redef]
+    except ImportError as e:
+        raise EvosgdError(f"the report module is not available in this installation ({e})") from None
+    path = fn(results, out)
+    return Path(path) if path is not None else Path(out or "reports")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from evosgd.run.store import find_store
+
+    root = find_store(args.results)
+    path = _report(root, Path(args.out) if args.out else None)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from evosgd.scenario import load_scenario
+
+    bad = 0
+    for f in args.files:
+        try:
+            sc = load_scenario(f, quick=args.quick)
+        except ConfigError as e:
+            print(str(e), file=sys.stderr)
+            bad += 1
+            continue
+        print(f"{f}: ok — scenario {sc.name!r}: {len(sc.optimizers)} optimizer(s), {len(sc.runs)} run(s), "
+              f"{len(sc.analyses)} analysis(es), {sc.settings.replicates} replicates")
+    return 2 if bad else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from evosgd.core.registry import ANALYSES, LANDSCAPES, OPTIMIZERS, load_all
+
+    load_all()
+    if args.what == "scenarios":
+        return _list_scenarios()
+    if args.what == "drifts":
+        from evosgd.scenario.loader import drift_registry
+
+        reg = drift_registry()
+        if reg is None:
+            print("(no drift models in this installation)")
+            return 0
+    else:
+        reg = {"landscapes": LANDSCAPES, "optimizers": OPTIMIZERS, "analyses": ANALYSES}[args.what]
+    entries = reg.entries()
+    if not entries:
+        print(f"(no {args.what} registered)")
+    width = max((len(e.name) for e in entries), default=0)
+    for e in entries:
+        fam = f" [{e.family}]" if e.family else ""
+        print(f"{e.name:<{width}}  {e.description}{fam}")
+        if args.brief:
+            continue
+        for name, ann, default, desc in e.fields():
+            d = "required" if default == "required" else f"= {_short(default)}"
+            print(f"{'':<{width}}    {name} ({ann}) {d}: {desc}")
+    return 0
+
+
+def _short(v: object, n: int = 50) -> str:
+    s = repr(v)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def scenario_dirs() -> list[Path]:
+    """./scenarios and the scenarios/ folder next to the installed package (a source checkout)."""
+    here = Path("scenarios")
+    shipped = Path(__file__).resolve().parent.parent / "scenarios"
+    dirs = [here] + ([shipped] if shipped.resolve() != here.resolve() else [])
+    return [d for d in dirs if d.is_dir()]
+
+
+def _list_scenarios() -> int:
+    import tomllib
+
+    files = [f for d in scenario_dirs() for f in sorted(d.glob("*.toml"))]
+    if not files:
+        print("(no scenario files found in ./scenarios)")
+    for f in files:
+        try:
+            doc = tomllib.loads(f.read_text(encoding="utf-8"))
+            desc = str((doc.get("scenario") or {}).get("description", "")).strip().replace("\n", " ")
+        except Exception as e:  # listing must not stop at one broken file
+            desc = f"(unreadable: {e})"
+        print(f"{f}  {desc[:150]}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from evosgd.run.store import load_store
+    from evosgd.run.summary import format_summary
+
+    target = Path(args.results)
+    if target.suffix == ".toml" and target.is_file():
+        from evosgd.scenario.loader import read_document
+
+        doc, _, _ = read_document(target)
+        name = (doc.get("scenario") or {}).get("name") if isinstance(doc.get("scenario"), dict) else None
+        if not isinstance(name, str):
+            raise ConfigError(f"{target}: has no [scenario] name")
+        target = Path(args.out) / name
+    print(format_summary(load_store(target)))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

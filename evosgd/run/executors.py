@@ -1,0 +1,124 @@
+"""Executors: where runs execute.  The runner only needs ``map(fn, tasks)`` yielding
+``(task, result)`` pairs as runs complete, and ``shutdown(cancel=...)``; a distributed engine
+(e.g. Ray) is one more small class with those two methods.
+
+``fn`` must be a module-level function and ``tasks`` picklable plain data; ``fn`` is expected to
+catch the errors of a run itself and return them as a result (a failing run must not stop the
+sweep).  The process pool uses the ``spawn`` start method (safe with torch and CUDA, same on every
+platform) and one torch thread per worker, so N workers use N cores.
+"""
+
+from __future__ import annotations
+
+import abc
+import concurrent.futures as cf
+import multiprocessing
+import os
+import signal
+from typing import Any, Callable, Iterable, Iterator
+
+
+class Executor(abc.ABC):
+    """Runs tasks; yields ``(task, result)`` in completion order."""
+
+    #: whether fn runs in this process (then it may draw an inner progress bar)
+    in_process: bool = False
+
+    @abc.abstractmethod
+    def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        ...
+
+    def shutdown(self, cancel: bool = False) -> None:
+        """Release resources; ``cancel`` abandons what is still running (Ctrl-C)."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown(cancel=exc[0] is not None)
+
+
+class SerialExecutor(Executor):
+    """Runs every task in this process, one after the other."""
+
+    in_process = True
+
+    def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        for task in tasks:
+            yield task, fn(task)
+
+
+def _worker_init(modules: list[str]) -> None:
+    # Ctrl-C is the parent's to handle: it terminates the workers, and a worker must not print
+    # a KeyboardInterrupt traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import importlib
+
+    import torch
+
+    torch.set_num_threads(1)
+    from evosgd.core.registry import load_all
+
+    load_all()
+    for m in modules:  # components registered outside evosgd (plugins, test modules)
+        importlib.import_module(m)
+
+
+class ProcessPoolExecutor(Executor):
+    """A local pool of ``workers`` processes (spawn), one torch thread each."""
+
+    def __init__(self, workers: int, modules: list[str] | None = None) -> None:
+        self.workers = max(1, int(workers))
+        self.modules = list(modules or [])
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        tasks = list(tasks)
+        if not tasks:
+            return
+        env_threads = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"  # read by the workers' OpenMP at start-up
+        try:
+            self._pool = cf.ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)),
+                                                mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_worker_init, initargs=(self.modules,))
+            futures = {self._pool.submit(fn, t): t for t in tasks}
+        finally:
+            if env_threads is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = env_threads
+        for fut in cf.as_completed(futures):
+            task = futures[fut]
+            try:
+                result = fut.result()
+            except Exception as e:  # a worker that died (killed, out of memory): report, go on
+                result = e
+            yield task, result
+
+    def shutdown(self, cancel: bool = False) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if cancel:
+            # Stop now: queued tasks are cancelled and running workers terminated (their runs
+            # are lost, but each writes its file atomically, so nothing partial stays behind).
+            procs = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            for p in procs:
+                p.join(timeout=5)
+        else:
+            pool.shutdown(wait=True)
+
+
+def make_executor(workers: int | None, n_tasks: int, modules: list[str] | None = None) -> Executor:
+    """``workers`` None: one per CPU core (at most one per task); 1 (or one task): serial."""
+    if workers is None:
+        workers = os.cpu_count() or 1
+    workers = max(1, min(int(workers), max(1, n_tasks)))
+    if workers == 1:
+        return SerialExecutor()
+    return ProcessPoolExecutor(workers, modules)

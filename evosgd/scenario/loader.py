@@ -1,0 +1,549 @@
+"""Load a scenario file: parse the TOML, apply ``[quick]``/command-line overrides, validate every
+section (collecting every problem), and expand ``[sweep]`` into runs.
+
+A run is one optimizer entry at one sweep point: its resolved configuration (landscape, optimizer
+kind and validated parameters, budget, seeds) is hashed into the run id, so a re-run recognises the
+runs it already finished.  Replicate r of every run meets the landscape instance drawn from
+``(seed, r)`` alone (common random numbers).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ValidationError
+
+from evosgd.core.errors import ConfigError
+from evosgd.core.registry import ANALYSES, LANDSCAPES, OPTIMIZERS, Registry, load_all, suggest
+from evosgd.scenario.problems import MISSING, Problems
+from evosgd.scenario.schema import BudgetSpec, RecordSpec, ScenarioSpec, SweepSpec, check_label
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: bump when the meaning of a stored run changes, so old results are not mistaken for new ones
+RUN_FORMAT = 1
+SECTIONS = ("scenario", "landscape", "optimizer", "sweep", "analysis", "quick")
+REQUIRED_SECTIONS = ("scenario", "landscape", "optimizer")
+SWEEPABLE = ("optimizer", "landscape", "scenario")
+
+
+def drift_registry() -> Registry | None:
+    """The DRIFTS registry of ``evosgd.landscapes`` where it exists."""
+    import evosgd.core.registry as reg
+
+    if hasattr(reg, "DRIFTS"):
+        return reg.DRIFTS
+    try:
+        import evosgd.landscapes as ls
+    except ImportError:  # pragma: no cover
+        return None
+    found = getattr(ls, "DRIFTS", None)
+    if found is None:
+        try:
+            from evosgd.landscapes.drift import DRIFTS as found  # type: ignore[no-redef]
+        except ImportError:
+            return None
+    return found
+
+
+# ----------------------------------------------------------------------------- specs
+@dataclass
+class LandscapeSpec:
+    kind: str
+    params: dict[str, Any]
+    drift: dict[str, Any] | None = None
+
+
+@dataclass
+class ComponentSpec:
+    """An ``[[optimizer]]`` or ``[[analysis]]`` entry: label, kind and validated params."""
+
+    label: str
+    kind: str
+    params: dict[str, Any]
+
+
+@dataclass
+class RunSpec:
+    """Everything a worker needs to execute one run (plain, picklable data)."""
+
+    run_id: str
+    scenario: str
+    label: str
+    kind: str
+    params: dict[str, Any]
+    sweep: dict[str, Any]
+    landscape: LandscapeSpec
+    replicates: int
+    seed: int
+    dtype: str
+    device: str
+    grad_cost: float
+    clock: str
+    budget: dict[str, Any]
+    record: dict[str, Any]
+    targets: list[float] = field(default_factory=list)
+
+    def config(self) -> dict[str, Any]:
+        """The resolved configuration that defines the run's results (hashed into its id).
+
+        The device is left out on purpose: it is where a run executes, not what it computes
+        (results on another device differ only by floating-point rounding)."""
+        return run_config(self.label, self.kind, self.params, self.landscape, self.replicates, self.seed,
+                          self.dtype, self.grad_cost, self.clock, self.budget, self.record)
+
+
+def run_config(label: str, kind: str, params: dict, landscape: LandscapeSpec, replicates: int, seed: int, dtype: str,
+               grad_cost: float, clock: str, budget: dict, record: dict) -> dict[str, Any]:
+    return {
+        "format": RUN_FORMAT, "label": label, "kind": kind, "params": params,
+        "landscape": asdict(landscape), "replicates": replicates, "seed": seed, "dtype": dtype,
+        "grad_cost": grad_cost, "clock": clock, "budget": budget, "record": record,
+    }
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
+    return hashlib.blake2b(canonical_json(config).encode(), digest_size=16).hexdigest()[:length]
+
+
+@dataclass
+class Scenario:
+    """A validated scenario with its sweep expanded into runs."""
+
+    name: str
+    description: str
+    settings: ScenarioSpec
+    landscape: LandscapeSpec
+    optimizers: list[ComponentSpec]
+    analyses: list[ComponentSpec]
+    sweep_mode: str
+    sweep: dict[str, list[Any]]
+    runs: list[RunSpec]
+    source: str | None = None
+    quick: bool = False
+    document: dict[str, Any] = field(default_factory=dict)  # the raw document, before overrides
+    overrides: dict[str, Any] = field(default_factory=dict)  # command-line overrides applied
+
+    def resolved(self) -> dict[str, Any]:
+        """The whole resolved scenario as plain data (stored in the manifest)."""
+        return {
+            "scenario": self.settings.model_dump(),
+            "landscape": asdict(self.landscape),
+            "optimizer": [asdict(o) for o in self.optimizers],
+            "sweep": {"mode": self.sweep_mode, **self.sweep},
+            "analysis": [asdict(a) for a in self.analyses],
+            "quick": self.quick,
+            "overrides": self.overrides,
+        }
+
+    def with_options(self, *, quick: bool | None = None, replicates: int | None = None,
+                     device: str | None = None, overrides: Mapping[str, Any] | None = None) -> "Scenario":
+        """The same file resolved again with other options (quick mode, overrides)."""
+        ov = dict(self.overrides)
+        ov.update(overrides or {})
+        return load_scenario(self.document, quick=self.quick if quick is None else quick, replicates=replicates,
+                             device=device, overrides=ov, source=self.source)
+
+    def __repr__(self) -> str:
+        return (f"Scenario({self.name!r}, landscape={self.landscape.kind!r}, optimizers="
+                f"{[o.label for o in self.optimizers]}, runs={len(self.runs)}, replicates={self.settings.replicates}, "
+                f"quick={self.quick})")
+
+
+# ----------------------------------------------------------------------------- reading
+def read_document(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str | None, str]:
+    """(document, TOML text or None, display name of the source)."""
+    if isinstance(source, Mapping):
+        return copy.deepcopy(dict(source)), None, "<scenario dict>"
+    path = Path(source)
+    name = str(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: scenario file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{name}: is a directory, not a scenario file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{name}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot read ({e.strerror})") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{name}: invalid TOML: {e}") from None
+    return doc, text, name
+
+
+def load_scenario(
+    path_or_dict: str | Path | Mapping[str, Any], *, quick: bool = False, replicates: int | None = None,
+    device: str | None = None, overrides: Mapping[str, Any] | None = None, source: str | None = None,
+) -> Scenario:
+    """Load and validate a scenario from a TOML file path or a dict of the same shape.
+
+    ``quick`` applies the file's ``[quick]`` overrides; ``replicates``/``device`` and ``overrides``
+    (dotted keys, e.g. ``{"optimizer.sgd.lr": 0.1}``) are applied after them.  Every problem is
+    reported at once in a :class:`ConfigError`.
+    """
+    doc, text, name = read_document(path_or_dict)
+    if source is None and not isinstance(path_or_dict, Mapping):
+        source = str(path_or_dict)
+    display = source or name
+    load_all()
+    problems = Problems(display, text)
+    original = copy.deepcopy(doc)
+    return _Resolver(doc, problems, quick, replicates, device, dict(overrides or {}), source, original).resolve()
+
+
+class _Resolver:
+    def __init__(self, doc: dict[str, Any], problems: Problems, quick: bool, replicates: int | None,
+                 device: str | None, overrides: dict[str, Any], source: str | None, original: dict[str, Any]) -> None:
+        self.doc, self.p, self.quick = doc, problems, quick
+        self.cli = dict(overrides)
+        if replicates is not None:
+            self.cli["scenario.replicates"] = replicates
+        if device is not None:
+            self.cli["scenario.device"] = device
+        self.overrides_record = dict(overrides or {})
+        self.source, self.original = source, original
+
+    # -------------------------------------------------------------- structure
+    def resolve(self) -> Scenario:
+        doc, p = self.doc, self.p
+        for key in doc:
+            if key not in SECTIONS:
+                p.add((key,), f"unknown section {key!r}{suggest(key, SECTIONS)}", allowed=", ".join(SECTIONS))
+        for key in REQUIRED_SECTIONS:
+            if key not in doc:
+                header = "[[optimizer]]" if key == "optimizer" else f"[{key}]"
+                p.add((key,), f"required section {header} is missing")
+        self._label_entries("optimizer")
+        self._label_entries("analysis")
+        if self.quick:
+            quick = doc.get("quick", {})
+            if not isinstance(quick, dict):
+                p.add(("quick",), "must be a table of dotted-key overrides", given=quick)
+            else:
+                for key, value in quick.items():
+                    self._apply_override(key, value, ("quick", key))
+        elif "quick" in doc and not isinstance(doc["quick"], dict):
+            p.add(("quick",), "must be a table of dotted-key overrides", given=doc["quick"])
+        for key, value in self.cli.items():
+            self._apply_override(key, value, None, origin="command-line override")
+        if p:  # structure broken: checking the sections would only repeat the same problems
+            p.raise_if_any()
+
+        settings = self._validate_settings(doc.get("scenario"), ("scenario",))
+        landscape = self._validate_landscape(doc.get("landscape"), ("landscape",))
+        optimizers = self._validate_entries("optimizer", OPTIMIZERS, required=True)
+        analyses = self._validate_entries("analysis", ANALYSES, required=False)
+        mode, sweep = self._validate_sweep(optimizers)
+        p.raise_if_any()
+        assert settings is not None and landscape is not None
+        runs = self._expand(settings, landscape, optimizers, mode, sweep)
+        p.raise_if_any()
+        return Scenario(
+            name=settings.name, description=settings.description, settings=settings, landscape=landscape,
+            optimizers=optimizers, analyses=analyses, sweep_mode=mode, sweep=sweep, runs=runs, source=self.source,
+            quick=self.quick, document=self.original, overrides=self.overrides_record,
+        )
+
+    def _label_entries(self, section: str) -> None:
+        entries = self.doc.get(section)
+        if isinstance(entries, list):
+            for i, e in enumerate(entries):
+                if isinstance(e, dict) and check_label(e.get("label")) is None:
+                    self.p.name_element((section, i), e["label"])
+
+    # -------------------------------------------------------------- dotted keys
+    def _dotted_path(self, key: str, allow: tuple[str, ...]) -> tuple[tuple[Any, ...] | None, str | None]:
+        """The document path a dotted key names, or (None, reason)."""
+        if not isinstance(key, str) or not key:
+            return None, "a dotted key must be a non-empty string"
+        parts = key.split(".")
+        section = parts[0]
+        if section not in allow:
+            return None, f"unknown section {section!r}{suggest(section, allow)}; a dotted key starts with one of: {', '.join(allow)}"
+        if section in ("optimizer", "analysis"):
+            if len(parts) < 3:
+                return None, f"write {section}.<label>.<parameter>"
+            entries = self.doc.get(section)
+            labels = [e.get("label") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+            if parts[1] not in labels:
+                known = [str(lb) for lb in labels if isinstance(lb, str)]
+                return None, (f"no {section} labelled {parts[1]!r}{suggest(parts[1], known)}; "
+                              f"labels: {', '.join(known) or 'none'}")
+            return (section, labels.index(parts[1]), *parts[2:]), None
+        if section == "sweep":
+            if len(parts) < 2:
+                return None, "write sweep.mode or sweep.<dotted key>"
+            rest = ".".join(parts[1:])
+            return ("sweep", rest), None
+        if len(parts) < 2:
+            return None, f"write {section}.<parameter>"
+        return (section, *parts[1:]), None
+
+    def _apply_override(self, key: str, value: Any, line_path: tuple | None, origin: str = "[quick]") -> None:
+        path, reason = self._dotted_path(key, ("scenario", "landscape", "optimizer", "analysis", "sweep"))
+        disp = ("quick", key) if line_path else ("override", key)
+        if path is None:
+            self.p.add(disp, f"bad {origin} key: {reason}", line_path=line_path)
+            return
+        node: Any = self.doc
+        for part in path[:-1]:
+            if isinstance(part, int):
+                node = node[part]
+                continue
+            if not isinstance(node, dict):
+                self.p.add(disp, f"bad {origin} key: {part!r} is not inside a table", line_path=line_path)
+                return
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            self.p.add(disp, f"bad {origin} key: it does not name a key inside a table", line_path=line_path)
+            return
+        node[path[-1]] = value
+
+    # -------------------------------------------------------------- sections
+    def _validate_model(self, model: type[BaseModel], raw: Any, path: tuple, prefix: str = "",
+                        line_base: tuple | None = None) -> BaseModel | None:
+        if not isinstance(raw, dict):
+            self.p.add(path, f"{prefix}must be a table", given=raw)
+            return None
+        try:
+            return model.model_validate(raw)
+        except ValidationError as err:
+            self.p.add_validation_error(path, err, model, line_base=line_base, prefix=prefix)
+            return None
+
+    def _validate_settings(self, raw: Any, path: tuple, prefix: str = "", line_base: tuple | None = None) -> ScenarioSpec | None:
+        return self._validate_model(ScenarioSpec, raw, path, prefix, line_base)  # type: ignore[return-value]
+
+    def _validate_component(self, registry: Registry, raw: Any, path: tuple, what: str, fixed: tuple[str, ...],
+                            prefix: str = "", line_base: tuple | None = None) -> tuple[str, dict[str, Any]] | None:
+        """Validate ``{kind = ..., **params}`` against a registry; returns (kind, params dump)."""
+        if not isinstance(raw, dict):
+            self.p.add(path, f"{prefix}must be a table", given=raw)
+            return None
+        kind = raw.get("kind", MISSING)
+        lb = line_base if line_base is not None else path
+        if kind is MISSING:
+            self.p.add(path + ("kind",), f"{prefix}required key is missing", allowed=", ".join(registry.names()),
+                       line_path=lb)
+            return None
+        if not isinstance(kind, str) or kind not in registry:
+            hint = suggest(kind, registry.names()) if isinstance(kind, str) else ""
+            self.p.add(path + ("kind",), f"{prefix}unknown {what} kind{hint}", given=kind,
+                       allowed=", ".join(registry.names()) or f"(no {what} registered)", line_path=lb + ("kind",))
+            return None
+        params = {k: v for k, v in raw.items() if k not in fixed}
+        entry = registry.get(kind)
+        try:
+            model = entry.params.model_validate(params)
+        except ValidationError as err:
+            self.p.add_validation_error(path, err, entry.params, line_base=line_base, prefix=prefix)
+            return None
+        return kind, model.model_dump()
+
+    def _validate_landscape(self, raw: Any, path: tuple, prefix: str = "", line_base: tuple | None = None) -> LandscapeSpec | None:
+        res = self._validate_component(LANDSCAPES, raw, path, "landscape", ("kind", "drift"), prefix, line_base)
+        drift = None
+        if isinstance(raw, dict) and "drift" in raw:
+            dpath = path + ("drift",)
+            dline = (line_base + ("drift",)) if line_base is not None else None
+            reg = drift_registry()
+            if reg is None:
+                if not isinstance(raw["drift"], dict) or not isinstance(raw["drift"].get("kind"), str):
+                    self.p.add(dpath, f"{prefix}must be a table with a 'kind'", given=raw["drift"], line_path=dline)
+                else:
+                    drift = dict(raw["drift"])
+            else:
+                d = self._validate_component(reg, raw["drift"], dpath, "drift", ("kind",), prefix, dline)
+                if d is not None:
+                    drift = {"kind": d[0], **d[1]}
+        if res is None:
+            return None
+        return LandscapeSpec(kind=res[0], params=res[1], drift=drift)
+
+    def _validate_entries(self, section: str, registry: Registry, required: bool) -> list[ComponentSpec]:
+        raw = self.doc.get(section)
+        if raw is None:
+            return []
+        header = f"[[{section}]]"
+        if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+            self.p.add((section,), f"must be one or more {header} tables", given=raw)
+            return []
+        if required and not raw:
+            self.p.add((section,), f"at least one {header} is required")
+        out, seen = [], set()
+        for i, e in enumerate(raw):
+            path = (section, i)
+            label = e.get("label", MISSING)
+            if label is MISSING:
+                self.p.add(path + ("label",), "required key is missing", allowed="a unique label, e.g. 'sgd-momentum'")
+            elif (why := check_label(label)) is not None:
+                self.p.add(path + ("label",), f"label {why}", given=label)
+            elif label in seen:
+                self.p.add(path + ("label",), f"duplicate label {label!r}; labels must be unique", given=label)
+            else:
+                seen.add(label)
+            res = self._validate_component(registry, e, path, section, ("label", "kind"))
+            if res is not None and isinstance(label, str):
+                out.append(ComponentSpec(label=label, kind=res[0], params=res[1]))
+        return out
+
+    def _validate_sweep(self, optimizers: list[ComponentSpec]) -> tuple[str, dict[str, list[Any]]]:
+        raw = self.doc.get("sweep")
+        if raw is None:
+            return "grid", {}
+        if not isinstance(raw, dict):
+            self.p.add(("sweep",), "must be a table", given=raw)
+            return "grid", {}
+        spec = self._validate_model(SweepSpec, {"mode": raw["mode"]} if "mode" in raw else {}, ("sweep",))
+        mode = spec.mode if spec is not None else "grid"  # type: ignore[union-attr]
+        keys: dict[str, list[Any]] = {}
+        for key, values in raw.items():
+            if key == "mode":
+                continue
+            path = ("sweep", key)
+            if isinstance(values, dict):  # written as nested tables: [sweep.optimizer.sgd] lr = [...]
+                self.p.add(path, "write swept keys as quoted dotted keys, e.g. \"optimizer.sgd.lr\" = [0.1, 0.01]")
+                continue
+            if not isinstance(values, list) or not values:
+                self.p.add(path, "must be a non-empty list of values", given=values)
+                continue
+            reason = self._check_sweep_key(key)
+            if reason:
+                self.p.add(path, reason)
+                continue
+            keys[key] = values
+        if mode == "zip" and keys:
+            lengths = {k: len(v) for k, v in keys.items()}
+            if len(set(lengths.values())) > 1:
+                self.p.add(("sweep", "mode"), "zip mode needs lists of equal length", given=lengths)
+        return mode, keys
+
+    def _check_sweep_key(self, key: str) -> str | None:
+        path, reason = self._dotted_path(key, SWEEPABLE)
+        if path is None:
+            return reason
+        section = path[0]
+        if section == "optimizer":
+            entry = self.doc["optimizer"][path[1]]
+            kind = entry.get("kind")
+            if kind in OPTIMIZERS:
+                fields = list(OPTIMIZERS.get(kind).params.model_fields)
+                if path[2] == "kind" or path[2] == "label":
+                    return f"cannot sweep the {path[2]} of an optimizer; add another [[optimizer]] instead"
+                if path[2] not in fields:
+                    return (f"optimizer {entry.get('label')!r} ({kind}) has no parameter {path[2]!r}"
+                            f"{suggest(path[2], fields)}; parameters: {', '.join(fields)}")
+            return None
+        if section == "landscape":
+            land = self.doc.get("landscape") or {}
+            kind = land.get("kind") if isinstance(land, dict) else None
+            if path[1] == "drift":
+                return None
+            if kind in LANDSCAPES:
+                fields = list(LANDSCAPES.get(kind).params.model_fields)
+                if path[1] not in fields and path[1] != "kind":
+                    return (f"landscape {kind!r} has no parameter {path[1]!r}{suggest(path[1], fields)}; "
+                            f"parameters: {', '.join(fields)}")
+            return None
+        fields = list(ScenarioSpec.model_fields)
+        if path[1] == "name":
+            return "cannot sweep the scenario name"
+        if path[1] not in fields:
+            return f"[scenario] has no key {path[1]!r}{suggest(path[1], fields)}; keys: {', '.join(fields)}"
+        if path[1] in ("budget", "record"):
+            sub = (BudgetSpec if path[1] == "budget" else RecordSpec).model_fields
+            if len(path) < 3 or path[2] not in sub:
+                got = path[2] if len(path) > 2 else ""
+                return f"[scenario.{path[1]}] has no key {got!r}{suggest(got, list(sub))}; keys: {', '.join(sub)}"
+        return None
+
+    # -------------------------------------------------------------- expansion
+    def _points(self, mode: str, sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        if not sweep:
+            return [{}]
+        keys = list(sweep)
+        if mode == "zip":
+            return [dict(zip(keys, vals)) for vals in zip(*(sweep[k] for k in keys))]
+        return [dict(zip(keys, vals)) for vals in itertools.product(*(sweep[k] for k in keys))]
+
+    def _expand(self, settings: ScenarioSpec, landscape: LandscapeSpec, optimizers: list[ComponentSpec], mode: str,
+                sweep: dict[str, list[Any]]) -> list[RunSpec]:
+        points = self._points(mode, sweep)
+        runs: list[RunSpec] = []
+        ids: set[str] = set()
+        opt_raw = {e.get("label"): (i, e) for i, e in enumerate(self.doc.get("optimizer", [])) if isinstance(e, dict)}
+        for opt in optimizers:
+            own = f"optimizer.{opt.label}."
+            relevant = [k for k in sweep if k.startswith(own) or k.startswith(("landscape.", "scenario."))]
+            seen: set[str] = set()
+            index, raw_entry = opt_raw[opt.label]
+            for point in points:
+                sub = {k: point[k] for k in relevant}
+                sig = canonical_json(sub)
+                if sig in seen:
+                    continue
+                seen.add(sig)
+                run = self._run_at(settings, landscape, opt, index, raw_entry, sub)
+                if run is not None and run.run_id not in ids:
+                    ids.add(run.run_id)
+                    runs.append(run)
+        return runs
+
+    def _run_at(self, settings: ScenarioSpec, landscape: LandscapeSpec, opt: ComponentSpec, index: int,
+                raw_entry: dict[str, Any], sub: dict[str, Any]) -> RunSpec | None:
+        s, land, kind, params = settings, landscape, opt.kind, opt.params
+        if sub:
+            prefix = "at sweep point " + ", ".join(f"{k} = {v!r}" for k, v in sub.items()) + ": "
+            raw = {"scenario": copy.deepcopy(self.doc["scenario"]), "landscape": copy.deepcopy(self.doc["landscape"]),
+                   "optimizer": copy.deepcopy(raw_entry)}
+            for key, value in sub.items():
+                parts = key.split(".")
+                path = ("optimizer", *parts[2:]) if parts[0] == "optimizer" else tuple(parts)
+                node = raw
+                for part in path[:-1]:
+                    node = node.setdefault(part, {})
+                node[path[-1]] = value
+            line = ("sweep", next(iter(sub)))
+            if any(k.startswith("scenario.") for k in sub):
+                s = self._validate_settings(raw["scenario"], ("scenario",), prefix, line_base=line)
+            if any(k.startswith("landscape.") for k in sub):
+                land = self._validate_landscape(raw["landscape"], ("landscape",), prefix, line_base=line)
+            if any(k.startswith("optimizer.") for k in sub):
+                res = self._validate_component(OPTIMIZERS, raw["optimizer"], ("optimizer", index), "optimizer",
+                                               ("label", "kind"), prefix, line_base=line)
+                if res is None:
+                    return None
+                kind, params = res
+            if s is None or land is None:
+                return None
+        budget = s.budget.model_dump()
+        record = s.record.model_dump()
+        config = run_config(opt.label, kind, params, land, s.replicates, s.seed, s.dtype, s.grad_cost, s.clock,
+                            budget, record)
+        return RunSpec(
+            run_id=f"{opt.label}-{config_hash(config)}", scenario=s.name, label=opt.label, kind=kind, params=params,
+            sweep=dict(sub), landscape=land, replicates=s.replicates, seed=s.seed, dtype=s.dtype, device=s.device,
+            grad_cost=s.grad_cost, clock=s.clock, budget=budget, record=record, targets=list(s.targets),
+        )
+
+
+def validate_file(path: str | Path, quick: bool = False) -> Scenario:
+    """Validate a scenario file (raises ConfigError with every problem)."""
+    return load_scenario(path, quick=quick)
