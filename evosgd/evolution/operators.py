@@ -111,11 +111,12 @@ def sel_truncation(losses: torch.Tensor, n: int, fraction: float, generator: tor
 
 def sel_roulette(weights: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     """Fitness-proportional ("roulette wheel") selection (Holland 1975; DEAP ``tools.selRoulette``):
-    n independent draws with ``P(i) = w_i / sum_j w_j``.  Inverse-CDF sampling: the index is the
-    first i with ``cumsum(w)_i > u * sum(w)``, so an individual of weight 0 is never drawn."""
-    R = weights.shape[0]
-    u = torch.rand(R, n, generator=generator, device=weights.device, dtype=torch.float64)
-    return _inverse_cdf(weights, u)
+    n independent draws with ``P(i) = w_i / sum_j w_j``: independent
+    categorical draws (``torch.multinomial`` with replacement), so an individual of weight 0 is
+    never drawn.  A row whose weights are all zero is sampled uniformly."""
+    w = weights.to(torch.float64)
+    w = torch.where(w.sum(dim=1, keepdim=True) > 0, w, torch.ones_like(w))
+    return torch.multinomial(w, n, replacement=True, generator=generator)
 
 
 def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
