@@ -231,3 +231,29 @@ def test_drift_sweep_distributed_and_analysis_sections(tmp_path):
     assert tr["offline_error"].idxmin() == "sgd [batch_size=64]"
     assert f"sgd [batch_size=64] tracked the moving optimum best: median offline error {fmt(tr['offline_error'].min())}" in text
     assert "sgd: median final quality was lowest at batch_size = 64" in text
+
+
+def test_report_from_store_on_disk(tmp_path, monkeypatch):
+    """A store written file by file per STORE.md, read back through the runner's load_store."""
+    pytest.importorskip("evosgd.run.store")
+    from evosgd.report import report_from_store
+
+    root = tmp_path / "results" / "toy"
+    (root / "runs").mkdir(parents=True)
+    runs = pd.concat([gd_runs("fast", 0.25, replicates=3, steps=15), gd_runs("slow", 0.05, replicates=3, steps=15)],
+                     ignore_index=True)
+    man = manifest(runs)
+    for rid, g in runs.groupby("run_id"):
+        g.to_parquet(root / "runs" / f"{rid}.parquet")
+        man["runs"][rid]["file"] = f"runs/{rid}.parquet"
+    man["runs"]["id-broken"] = {"label": "broken", "status": "failed", "error": "ValueError: lr must be > 0",
+                                "file": None}
+    (root / "manifest.json").write_text(json.dumps(man))
+    monkeypatch.chdir(tmp_path)
+    index = report_from_store(root)
+    assert index.resolve() == (tmp_path / "reports" / "toy" / "index.html").resolve()
+    p = parse(index)
+    check_files_referenced(index.parent, p)
+    text = " ".join(p.text)
+    assert "Run id-broken (broken) failed: ValueError: lr must be > 0" in text
+    assert "Lowest final loss error: fast" in text

@@ -113,7 +113,8 @@ def pairwise_tests(
     when the groups share fewer than 2 replicates, Mann-Whitney U on all runs.
 
     Columns: ``a``, ``b``, ``test``, ``n``, ``statistic``, ``p``, ``p_holm``, ``median_a``,
-    ``median_b``, ``better`` (the group with the lower median; ties: lower mean rank of pairs),
+    ``median_b``, ``better`` (the group that tends to give lower values: Vargha-Delaney A of it over
+    the other < 0.5; on a tie A = 0.5, the lower median),
     ``A`` (probability that ``better`` gives the lower value: Vargha-Delaney A, >= 0.5).
     """
     groups = list(order) if order is not None else list(dict.fromkeys(values[group]))
@@ -132,8 +133,9 @@ def pairwise_tests(
         y = vb[value].to_numpy(dtype=float)
         r = compare_two(x, y, paired=paired)
         med_a, med_b = _median(x), _median(y)
-        # a is better when its values tend to be lower: A_ab < 0.5
-        a_better = med_a < med_b or (med_a == med_b and r["a_xy"] <= 0.5)
+        # a is better when its values tend to be lower (A_ab < 0.5: stochastic ordering, the quantity
+        # the test is about); the medians only break a tie A = 0.5
+        a_better = r["a_xy"] < 0.5 or (r["a_xy"] == 0.5 and med_a <= med_b)
         rows.append(dict(a=a, b=b, test=r["test"], n=min(r["n_x"], r["n_y"]) if paired else r["n_x"] + r["n_y"],
                          statistic=r["statistic"], p=r["p"], median_a=med_a, median_b=med_b,
                          better=a if a_better else b,

@@ -109,8 +109,8 @@ def _display_ert(ert: pd.DataFrame) -> pd.DataFrame:
 
 def _display_tests(t: pd.DataFrame) -> pd.DataFrame:
     d = pd.DataFrame({
-        "A": t["a"], "B": t["b"], "test": t["test"], "n": t["n"].astype(int),
-        "median A": t["median_a"].map(fmt), "median B": t["median_b"].map(fmt),
+        "optimizer 1": t["a"], "optimizer 2": t["b"], "test": t["test"], "n": t["n"].astype(int),
+        "median 1": t["median_a"].map(fmt), "median 2": t["median_b"].map(fmt),
         "p": t["p"].map(fmt_p), "p (Holm)": t["p_holm"].map(fmt_p),
         "better": t["better"], "effect A": t["A"].map(fmt),
     })
@@ -270,7 +270,7 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
             rank, rank_info = st.ranking(finals, group=G, value="value")
             cap = "Ranking by mean rank of the final value over replicates (1 = best)"
             if rank_info.get("test"):
-                cap += f"; {rank_info['test']} test p = {fmt_p(rank_info['p'])}"
+                cap += f"; {rank_info['test'].capitalize()} test of no difference: p = {fmt_p(rank_info['p'])}"
             sec.add(w.table("ranking", rank, _display_rank(rank), cap + "."))
         else:
             sec.add("Statistics unavailable: only one replicate per optimizer.")
@@ -368,7 +368,8 @@ def _sweep_section(doc, w, runs, variants, summary, targets, measure, colors) ->
 
 
 def _metrics_section(doc, w, runs, colors) -> None:
-    mcols = [c for c in runs.columns if c.startswith("m_") and np.isfinite(runs[c].to_numpy(dtype=float)).any()]
+    mcols = [c for c in runs.columns if c.startswith("m_") and np.isfinite(runs[c].to_numpy(dtype=float)).any()
+             and (runs.groupby(G)[c].nunique() > 1).any()]  # a setting that never changes is not a metric
     if not mcols:
         return
     sec = Section("Optimizer metrics")
