@@ -33,7 +33,7 @@ from scipy import integrate, optimize, stats
 
 from evosgd.analysis.grad_common import (
     POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, evaluation_point, example_population, fmt,
-    mean_ci, proportion_ci,
+    mean_ci, proportion_ci, single_thread,
 )
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ParameterError
@@ -252,4 +252,5 @@ def measure_concentration(landscape, params: MinibatchParams, generator: torch.G
                    "failure rate against Chebyshev and CLT", family="gradient")
 def minibatch_concentration(params: MinibatchParams, *, context: AnalysisContext) -> AnalysisResult:
     landscape = analysis_landscape(context, f"analysis {KIND!r}")
-    return measure_concentration(landscape, params, analysis_generator(context), confidence=0.95)
+    with single_thread():  # small tensors: threads only add synchronisation
+        return measure_concentration(landscape, params, analysis_generator(context), confidence=0.95)

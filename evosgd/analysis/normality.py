@@ -37,7 +37,7 @@ from typing import Literal
 
 from evosgd.analysis.grad_common import (
     POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, bootstrap_ci, evaluation_point,
-    example_population, fmt, proportion_ci,
+    example_population, fmt, proportion_ci, single_thread,
 )
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ParameterError
@@ -206,4 +206,5 @@ def measure_normality(landscape, params: NormalityParams, generator: torch.Gener
                    "skewness/kurtosis against gamma/sqrt(b), kappa/b, CLT loss tail", family="gradient")
 def minibatch_normality(params: NormalityParams, *, context: AnalysisContext) -> AnalysisResult:
     landscape = analysis_landscape(context, f"analysis {KIND!r}")
-    return measure_normality(landscape, params, analysis_generator(context), confidence=0.95)
+    with single_thread():  # small tensors: threads only add synchronisation
+        return measure_normality(landscape, params, analysis_generator(context), confidence=0.95)
