@@ -333,7 +333,7 @@ class CMAES(EvolutionStrategy):
         recent_lo = torch.where(window, self.best_recent, math.inf).min(dim=1).values
         full_window = s.generation >= k.history
         tol_fun = full_window & (recent_hi - recent_lo < p.tol_fun) & (f_worst - f_best < p.tol_fun)
-        std = s.sigma.unsqueeze(1) * (s.C.sqrt() if self.separable else torch.diagonal(s.C, dim1=1, dim2=2).clamp(min=0).sqrt())
+        std = s.sigma.unsqueeze(1) * (s.C.clamp(min=0).sqrt() if self.separable else torch.diagonal(s.C, dim1=1, dim2=2).clamp(min=0).sqrt())
         tol_x = torch.maximum(std.max(dim=1).values, s.sigma * s.p_c.abs().max(dim=1).values) < p.tol_x * self.sigma0
         cond = (s.d.max(dim=1).values / s.d.min(dim=1).values) ** 2 > p.max_condition
         no_effect = ((s.mean + 0.2 * std) == s.mean).any(dim=1)
