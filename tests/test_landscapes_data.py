@@ -253,3 +253,16 @@ def test_bad_parameters_name_the_parameter():
         build_landscape("contrastive", {"classes": 4, "hard_classes": 9})
     with pytest.raises(ConfigError, match=r"features.*greater than or equal to 1"):
         build_landscape("logistic_regression", {"features": -2})
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_population_evaluation_equals_a_loop_over_points(name):
+    L = make(name)
+    theta = L.initial_point.unsqueeze(1) + 0.3 * torch.randn(2, 4, L.dim, generator=torch.Generator().manual_seed(8), dtype=F64)
+    batch = L.sample(6, torch.Generator().manual_seed(9))
+    together, tl = L.example_losses(theta, batch), L.true_loss(theta)
+    for p in range(4):
+        torch.testing.assert_close(together[:, p], L.example_losses(theta[:, p], batch))
+        torch.testing.assert_close(tl[:, p], L.true_loss(theta[:, p]))
+    nested = L.example_losses(theta.reshape(2, 2, 2, L.dim), batch)  # any leading dims [R, *S, D]
+    torch.testing.assert_close(nested.reshape(2, 4, 6), together)

@@ -217,3 +217,22 @@ def test_moving_peaks_determinism_and_errors():
         peaks(max_height=10.0)
     with pytest.raises(ConfigError, match=r"correlation.*less than or equal to 1"):
         peaks(correlation=2.0)
+
+
+def test_wrapper_delegates_the_inner_landscapes_attributes():
+    L = build_landscape("teacher_student", {"n_examples": 20, "inputs": 2, "widths": [3]}, replicates=2, seed=0,
+                        dtype=F64, drift={"kind": "random_walk", "step_std": 0.1})
+    assert L.unflatten(L.initial_point)[0][0].shape == (2, 2, 3) and L.params.widths == [3]
+    assert L.finite_sum and L.n_examples == 20 and L.full_cost == 20.0
+    torch.testing.assert_close(L.optimum(50.0), L.concept_at(50.0))  # realisable: the moving teacher
+    torch.testing.assert_close(L.true_loss(L.optimum(50.0), 50.0), torch.zeros(2, dtype=F64))
+
+
+def test_moving_peaks_observation_noise_is_unbiased():
+    L = peaks(noise_std=2.0)
+    x = L.initial_point
+    batch = L.sample(20000, torch.Generator().manual_seed(0), 150.0)
+    ex = L.example_losses(x, batch, 150.0)
+    torch.testing.assert_close(L.loss(x, batch, 150.0), ex.mean(-1))
+    # mean of 20000 draws of N(f, 2^2): standard error 2 / sqrt(20000) = 0.014; 5 of them
+    assert bool(((ex.mean(-1) - L.true_loss(x, 150.0)).abs() < 5 * 2.0 / math.sqrt(20000)).all())

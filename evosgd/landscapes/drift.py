@@ -157,21 +157,24 @@ class RotationDrift(Drift):
 
 class RandomWalkParams(DriftParams):
     step_std: float = Field(1e-2, ge=0.0, description="std of the displacement per unit of time per coordinate (Brownian: grows as sqrt(t))")
-    dt: float = Field(1.0, gt=0.0, description="grid spacing of the precomputed path (linear interpolation between grid points)")
+    dt: float = Field(
+        10.0, gt=0.0,
+        description="grid spacing of the path in time units (linear interpolation between grid points); memory and set-up grow as R K t / dt")
 
 
 @DRIFTS.register("random_walk", RandomWalkParams, "Gaussian random walk (Brownian motion) of the optimum/concept, deterministic per replicate")
 class RandomWalkDrift(Drift):
     """Grid point k of replicate r is ``sum_{i<k} step_std sqrt(dt) N(0, I)``.  Increments come in
     chunks of ``CHUNK`` grid steps, chunk c from ``derive_seed(seed, "landscape", r, "drift", c)``;
-    only chunk end points are kept, plus the one chunk per replicate in use (memory O(K CHUNK)),
-    and a chunk is redrawn from its own seed when a query leaves it."""
-
-    CHUNK = 1024
+    only chunk end points are kept, plus the one chunk per replicate in use (memory
+    ``R K (CHUNK + t / (dt CHUNK))``), and a chunk is redrawn from its own seed when a query leaves it.
+    ``CHUNK`` depends on K only (about 2^18 / K, within [16, 1024]), so replicate r's path does not
+    depend on the number of replicates."""
 
     def __init__(self, params: RandomWalkParams, **kw: Any) -> None:
         super().__init__(params, **kw)
         R, K = self.replicates, self.dim
+        self.CHUNK = int(min(1024, max(16, 2 ** int(math.log2(max(1, 2**18 // K))))))
         self._ends = [torch.zeros(R, K, dtype=torch.float64)]  # position at the start of chunk c
         self._cached = torch.full((R,), -1, dtype=torch.long)
         self._paths = torch.zeros(R, self.CHUNK + 1, K, dtype=torch.float64)
@@ -248,6 +251,12 @@ class DriftingLandscape(Landscape):
         self.per_example_separable = inner.per_example_separable
         self.initial_point = inner.initial_point
         self.concept_mode = hasattr(inner, "take_with")
+
+    def __getattr__(self, name: str) -> Any:
+        # everything else (domain, shift, unflatten, params, concept, ...) is the inner landscape's
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     def concept_at(self, t: Time) -> torch.Tensor:
         return self.drift.forward(self.inner.concept, t)  # type: ignore[attr-defined]
