@@ -222,6 +222,9 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
         doc.sections.append(sec)
         rts = rt_mod.runtimes(runs, targets, by=(G,), measure=measure)
         ert = rt_mod.expected_running_time(rts, by=(G,))
+        if not (manifest.get("targets") or (manifest.get("resolved", {}).get("scenario", {}) or {}).get("targets")):
+            sec.add("The scenario names no targets: these are log-spaced between the median recorded value and the "
+                    "best one.")
         sec.add(f"Runtime of a run = cost of the first record with {qname} <= target.  ERT = (cost of all "
                 "runs until success or their end) / successes (COCO); inf when no run succeeded.")
         sec.add(w.table("runtime", ert, _display_ert(ert), "Success rate, median runtime of the successful runs "
@@ -277,7 +280,12 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
     findings = FI.quality_findings(summary, tests_q, rank, rank_info, qname) + findings
 
     # --- drift
-    drift = (manifest.get("landscape") or {}).get("drift")
+    land = manifest.get("landscape") or {}
+    drift = land.get("drift")
+    lparams = land.get("params") or {}
+    if not drift and ("change_every" in lparams or land.get("kind") == "moving_peaks"):
+        # a landscape that changes by itself (Moving Peaks): its own change period drives the measures
+        drift = {"kind": land.get("kind"), **{k: v for k, v in lparams.items() if k in ("change_every", "change_times")}}
     if drift:
         findings += _drift_section(doc, w, runs, drift, colors, measure, qname)
 
@@ -364,6 +372,8 @@ def _sweep_section(doc, w, runs, variants, summary, targets, measure, colors) ->
         findings += FI.sweep_findings(t, key, "line", "median", "median final quality", _short(key))
         if rt_hard is not None:
             findings += FI.sweep_findings(t, key, "line", "ert", f"ERT to {fmt(rt_hard)}", _short(key))
+    if len(findings) > 8:  # the sweep tables hold the rest
+        findings = findings[:8] + [f"... and {len(findings) - 8} more sweep observations in the sweep tables."]
     return findings
 
 

@@ -74,7 +74,10 @@ def runtime_findings(ert: pd.DataFrame, tests_rt: pd.DataFrame | None, targets: 
                 f"median {fmt(best['median_runtime'])} cost (ERT {fmt(best['ert'])})")
         if len(e) > 1:
             nxt = e.iloc[1]
-            if np.isfinite(nxt["ert"]) and best["ert"] > 0:
+            if np.isfinite(nxt["ert"]) and best["ert"] > 0 and fmt(nxt["ert"] / best["ert"]) == "1":
+                sent += (f", the same ERT as {nxt[group]} "
+                         f"({int(nxt['successes'])} of {int(nxt['runs'])} runs)")
+            elif np.isfinite(nxt["ert"]) and best["ert"] > 0:
                 sent += (f", {fmt(nxt['ert'] / best['ert'])} times lower ERT than {nxt[group]} "
                          f"(ERT {fmt(nxt['ert'])}, {int(nxt['successes'])} of {int(nxt['runs'])} runs)")
             elif np.isfinite(nxt["ert"]):
@@ -117,6 +120,8 @@ def tracking_findings(track: pd.DataFrame, group: str = "variant") -> list[str]:
         return []
     t = track.sort_values("offline_error", kind="stable")
     best = t.iloc[0]
+    if len(t) == 1:
+        return [f"{best[group]}: median offline error {fmt(best['offline_error'])}."]
     sent = f"{best[group]} tracked the moving optimum best: median offline error {fmt(best['offline_error'])}"
     if len(t) > 1:
         nxt = t.iloc[1]
@@ -132,6 +137,9 @@ def sweep_findings(table: pd.DataFrame, key: str, line: str, col: str, what: str
         if t[key].nunique() < 2 or not np.isfinite(v).any():
             continue
         i = int(np.nanargmin(np.where(np.isfinite(v), v, np.nan)))
+        if fmt(v[i]) == fmt(np.nanmax(np.where(np.isfinite(v), v, np.nan))):
+            out.append(f"{g}: {what} was {fmt(v[i])} at every {key_name or key} where it is finite.")
+            continue
         out.append(f"{g}: {what} was lowest at {key_name or key} = {fmt(t[key].iloc[i])} ({fmt(v[i])}), "
                    f"highest {fmt(np.nanmax(np.where(np.isfinite(v), v, np.nan)))} over {t[key].nunique()} values.")
     return out
