@@ -236,3 +236,9 @@ def test_moving_peaks_observation_noise_is_unbiased():
     torch.testing.assert_close(L.loss(x, batch, 150.0), ex.mean(-1))
     # mean of 20000 draws of N(f, 2^2): standard error 2 / sqrt(20000) = 0.014; 5 of them
     assert bool(((ex.mean(-1) - L.true_loss(x, 150.0)).abs() < 5 * 2.0 / math.sqrt(20000)).all())
+
+
+def test_change_times_are_exposed_for_tracking_measures():
+    assert make(drift={"kind": "switch", "every": 250.0}).change_times(1000.0) == [250.0, 500.0, 750.0, 1000.0]
+    assert make(drift={"kind": "linear"}).change_times(1000.0) is None
+    assert peaks().change_times(350.0) == [100.0, 200.0, 300.0]

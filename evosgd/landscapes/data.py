@@ -57,6 +57,17 @@ class DataLandscape(Landscape):
     def replicate_generators(seed: int, replicates: int) -> list[torch.Generator]:
         return [make_generator(derive_seed(seed, "landscape", r)) for r in range(replicates)]
 
+    def memo(self, name: str, concept: torch.Tensor, fn):
+        """``fn(concept)``, remembered for the last concept seen (a drifting landscape asks for the
+        optimum and the optimal loss at the same t one after the other)."""
+        cache = self.__dict__.setdefault("_memo_cache", {})
+        hit = cache.get(name)
+        if hit is not None and hit[0].shape == concept.shape and torch.equal(hit[0], concept):
+            return hit[1]
+        value = fn(concept)
+        cache[name] = (concept.detach().clone(), value)
+        return value
+
     # -- subclass hooks ------------------------------------------------------------------
     def labelled(self, examples: Batch, concept: torch.Tensor) -> Batch:
         """The batch (what ``example_losses`` reads) made of ``examples`` under ``concept`` [R, C]."""
@@ -186,10 +197,10 @@ class LinearRegression(DataLandscape):
         return w, 0.5 * (res * res).mean(-1)
 
     def optimum_for(self, concept: torch.Tensor) -> torch.Tensor:
-        return self._lstsq(concept)[0].to(self.device, self.dtype)
+        return self.memo("lstsq", concept, self._lstsq)[0].to(self.device, self.dtype)
 
     def optimal_loss_for(self, concept: torch.Tensor) -> torch.Tensor:
-        return self._lstsq(concept)[1].to(self.device, self.dtype)
+        return self.memo("lstsq", concept, self._lstsq)[1].to(self.device, self.dtype)
 
 
 # -- logistic regression -----------------------------------------------------------------------
@@ -290,9 +301,9 @@ class LogisticRegression(DataLandscape):
         return w, f, (grad.norm(dim=-1) < 1e-6) & strict
 
     def optimum_for(self, concept: torch.Tensor) -> torch.Tensor | None:
-        w, _, ok = self.newton(concept)
+        w, _, ok = self.memo("newton", concept, self.newton)
         return w.to(self.device, self.dtype) if bool(ok.all()) else None
 
     def optimal_loss_for(self, concept: torch.Tensor) -> torch.Tensor | None:
-        _, f, ok = self.newton(concept)
+        _, f, ok = self.memo("newton", concept, self.newton)
         return f.to(self.device, self.dtype) if bool(ok.all()) else None

@@ -156,7 +156,7 @@ class RotationDrift(Drift):
 
 
 class RandomWalkParams(DriftParams):
-    step_std: float = Field(1e-2, ge=0.0, description="std of the displacement per unit of time per coordinate (Brownian: grows as sqrt(t))")
+    step_std: float = Field(1e-2, ge=0.0, description="std of the displacement after one unit of time, per coordinate (variance grows linearly in t)")
     dt: float = Field(
         10.0, gt=0.0,
         description="grid spacing of the path in time units (linear interpolation between grid points); memory and set-up grow as R K t / dt")
@@ -300,6 +300,13 @@ class DriftingLandscape(Landscape):
     @property
     def full_cost(self) -> float:
         return self.inner.full_cost
+
+    def change_times(self, horizon: float) -> list[float] | None:
+        """Abrupt change points up to ``horizon`` (``switch`` drifts; None for continuous drifts)."""
+        if self.drift_kind != "switch":
+            return None
+        k = self.drift.params.every
+        return [j * k for j in range(1, int(horizon // k) + 1)]
 
     def describe(self) -> dict:
         d = self.inner.describe()

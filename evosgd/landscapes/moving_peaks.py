@@ -159,6 +159,11 @@ class MovingPeaks(Landscape):
     def optimal_loss(self, t: Time = None) -> torch.Tensor:
         return -self.peaks_at(t)[0].max(dim=-1).values
 
+    def change_times(self, horizon: float) -> list[float]:
+        """The times at which the peaks change, up to ``horizon`` (for tracking measures)."""
+        k = self.params.change_every
+        return [j * k for j in range(1, int(horizon // k) + 1)]
+
     def describe(self) -> dict:
         d = super().describe()
         d.update(self.params.model_dump())
