@@ -225,8 +225,12 @@ class Ellipsoid(AnalyticLandscape):
         return torch.tensor(float(self.params.condition), dtype=torch.float64) ** (torch.arange(dim, dtype=torch.float64) / (dim - 1))
 
     def base(self, z: torch.Tensor) -> torch.Tensor:
-        lam = self.eigenvalues(z.shape[-1]).to(z.device, z.dtype)
-        return (lam * z * z).sum(dim=-1)
+        key = (z.shape[-1], z.device, z.dtype)
+        cached = self.__dict__.get("_lam")
+        if cached is None or cached[0] != key:  # computed once, not at every step
+            cached = (key, self.eigenvalues(z.shape[-1]).to(z.device, z.dtype))
+            self._lam = cached
+        return (cached[1] * z * z).sum(dim=-1)
 
     def smoothed_base(self, z: torch.Tensor, sigma: float) -> torch.Tensor:
         return self.base(z) + sigma**2 * float(self.eigenvalues(z.shape[-1]).sum())
