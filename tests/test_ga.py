@@ -14,6 +14,16 @@ from evosgd.core.seeding import make_generator
 from evosgd.landscapes import build_landscape
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These tests run many small tensor ops; on a shared 2-core machine torch's intra-op thread
+    pool makes each op ~20x slower than one thread (measured), so run them single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make(params, *, R=4, dim=5, noise=0.0, seed=0, limits=None, kind="ga"):
     land = build_landscape("sphere", {"dim": dim, "noise_std": noise}, replicates=R, seed=1)
     budget = Budget(R, limits=limits)

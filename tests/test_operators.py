@@ -14,6 +14,16 @@ from scipy import stats
 from evosgd.evolution import operators as ops
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These tests run many small tensor ops; on a shared 2-core machine torch's intra-op thread
+    pool makes each op ~20x slower than one thread (measured), so run them single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
