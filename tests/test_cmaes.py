@@ -208,6 +208,8 @@ def test_ipop_restart_resets_the_distribution_of_the_restarting_replicate_only()
     opt._restart(which)
     st = opt.state
     assert torch.equal(st.mean[1], opt.x0[1]) and float(st.sigma[1]) == opt.sigma0
+    # the restarted run starts far away: until it catches up, the recommendation is the earlier runs' best point
+    assert torch.equal(opt.recommend()[1], opt.best_x[1]) and torch.equal(opt.recommend()[0], st.mean[0])
     assert torch.equal(st.C[1], torch.eye(10, dtype=torch.float64)) and int(st.generation[1]) == 0
     for r in (0, 2):
         assert torch.equal(st.mean[r], before.mean[r]) and torch.equal(st.C[r], before.C[r])

@@ -50,8 +50,9 @@ replicate; Hansen's tutorial, B.3, and pycma's defaults):
 * stagnation (simplified from Hansen's median rule): the best loss since the (re)start did not
   improve during 120 + ceil(30 D / lambda) generations.
 
-recommend(): the mean by default; ``recommend = "best"`` returns the best point evaluated (across
-restarts).  Metrics: sigma, condition (cond(C), ratio of the largest to the smallest eigenvalue),
+recommend(): the mean by default (with IPOP: the current run's mean once that run has evaluated a point
+at least as good as the best point of the earlier runs, that best point until then); ``recommend = "best"``
+returns the best point evaluated (across restarts).  Metrics: sigma, condition (cond(C), ratio of the largest to the smallest eigenvalue),
 popsize, restarts.
 """
 
@@ -292,7 +293,12 @@ class CMAES(EvolutionStrategy):
         return state
 
     def mean(self) -> torch.Tensor:
-        return self.state.mean
+        """The current run's mean; with restarts, the best point of the earlier runs as long as the current
+        run has not evaluated anything as good (a restart starts again from x0 and must not lose the result)."""
+        if self.params.restarts == "none":
+            return self.state.mean
+        behind = self.best_since_restart > self.previous_best_f
+        return torch.where(behind.unsqueeze(1), self.previous_best_x, self.state.mean)
 
     # -- IPOP restarts ---------------------------------------------------------------------
     def _reset_restart_records(self, which: torch.Tensor) -> None:
@@ -304,6 +310,10 @@ class CMAES(EvolutionStrategy):
             self.best_recent = torch.full((R, int(self.constants.history.max())), math.inf, **kw)
             self.best_since_restart = torch.full((R,), math.inf, **kw)
             self.since_improvement = torch.zeros(R, dtype=torch.long, device=self.device)
+            self.previous_best_f = torch.full((R,), math.inf, **kw)  # best point of the runs before the current one
+            self.previous_best_x = self.x0.clone()
+        self.previous_best_f = torch.where(which, self.best_f, self.previous_best_f)
+        self.previous_best_x = torch.where(which.unsqueeze(1), self.best_x, self.previous_best_x)
         self.best_recent = torch.where(which.unsqueeze(1), math.inf, self.best_recent)
         self.best_since_restart = torch.where(which, math.inf, self.best_since_restart)
         self.since_improvement = torch.where(which, 0, self.since_improvement)
