@@ -84,6 +84,14 @@ def _ecdf_ladder(targets: list[float]) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- tables
+def _in_order(df: pd.DataFrame, order: list[str], first: str | None = None) -> pd.DataFrame:
+    """Rows in the scenario's optimizer order (after ``first`` descending, e.g. easy targets first)."""
+    key = df[G].map({v: i for i, v in enumerate(order)})
+    cols = ([first] if first else []) + ["_order"]
+    return (df.assign(_order=key).sort_values(cols, ascending=[False] * bool(first) + [True], kind="stable")
+            .drop(columns="_order").reset_index(drop=True))
+
+
 def _display_quality(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "optimizer": summary[G],
@@ -190,7 +198,7 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
 
     # --- overview and final quality
     finals = rt_mod.final_values(runs, by=(G,), measure=measure)
-    summary = rt_mod.quality_summary(finals, by=(G,))
+    summary = _in_order(rt_mod.quality_summary(finals, by=(G,)), order)
     n_max = int(summary["runs"].max()) if len(summary) else 0
     sec = Section("Final quality")
     doc.sections.append(sec)
@@ -221,7 +229,7 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
         sec = Section("Runtime to target")
         doc.sections.append(sec)
         rts = rt_mod.runtimes(runs, targets, by=(G,), measure=measure)
-        ert = rt_mod.expected_running_time(rts, by=(G,))
+        ert = _in_order(rt_mod.expected_running_time(rts, by=(G,)), order, first="target")
         if not (manifest.get("targets") or (manifest.get("resolved", {}).get("scenario", {}) or {}).get("targets")):
             sec.add("The scenario names no targets: these are log-spaced between the median recorded value and the "
                     "best one.")

@@ -43,10 +43,14 @@ def _positive(v: np.ndarray) -> np.ndarray:
     return v[np.isfinite(v) & (v > 0)]
 
 
-def _want_log(v: np.ndarray, decades: float = 1.5) -> bool:
+def _want_log(v: np.ndarray, decades: float = 1.5, allow_zero: bool = False) -> bool:
+    """Log axis when all finite values are positive and span ``decades``; with ``allow_zero``
+    (a cost/time axis starting at 0) zeros are left off the axis rather than forbidding it."""
     p = _positive(v)
     fin = np.asarray(v, dtype=float)
     fin = fin[np.isfinite(fin)]
+    if allow_zero:
+        fin = fin[fin != 0]
     return p.size > 1 and p.size == fin.size and np.log10(p.max() / p.min()) >= decades
 
 
@@ -65,7 +69,7 @@ def band_over_replicates(
     if xs.size == 0:
         return pd.DataFrame(columns=[group, x, "median", "q25", "q75", "n"])
     pos = xs[xs > 0]
-    if _want_log(xs, 2.0) and pos.size:
+    if _want_log(xs, 2.0, allow_zero=True) and pos.size:
         grid = np.logspace(np.log10(pos.min()), np.log10(xs.max()), points)
     else:
         grid = np.linspace(xs.min(), xs.max(), points)
@@ -110,7 +114,7 @@ def convergence(runs, x, y, colors, folder, name, *, xlabel, ylabel, group="vari
         ax.fill_between(b[x][okb], lo[okb], hi[okb], color=c, alpha=0.2, lw=0)
     if _want_log(band["median"].to_numpy()):
         ax.set_yscale("log")
-    if _want_log(band[x].to_numpy(), 2.0):
+    if _want_log(band[x].to_numpy(), 2.0, allow_zero=True):
         ax.set_xscale("log")
     for v in (vlines or [])[:60]:
         ax.axvline(v, color="0.6", lw=0.7, ls="--", zorder=0)
