@@ -392,12 +392,20 @@ def _metrics_section(doc, w, runs, colors) -> None:
         return
     sec = Section("Optimizer metrics")
     doc.sections.append(sec)
-    dist = [c for c in mcols if c.startswith(("m_staleness", "m_idle"))]
+    dist = [c for c in runs.columns if c.startswith(("m_staleness", "m_idle"))
+            and np.isfinite(runs[c].to_numpy(dtype=float)).any()]
     for c in dist:
-        if c.startswith("m_staleness") and F.staleness_hist(runs, c, colors, w.fig, f"hist_{c[2:]}"):
-            sec.add(Figure(f"hist_{c[2:]}", f"Distribution of {c[2:]} over all records."))
+        nm = f"hist_{_slug(c[2:])}"
+        if c.startswith("m_staleness") and F.staleness_hist(runs, c, colors, w.fig, nm):
+            sec.add(Figure(nm, f"Distribution of {c[2:]} over all records."))
+    if dist:
+        agg = runs.groupby(G, sort=False)[dist].agg(["mean", "median", "max"])
+        agg.columns = [f"{c[2:]} {stat}" for c, stat in agg.columns]
+        agg = _in_order(agg.reset_index(), list(dict.fromkeys(runs[G])))
+        sec.add(w.table("distributed", agg, _display_generic(agg.rename(columns={G: "optimizer"})),
+                        "Staleness and idle metrics of distributed runs over all records (mean, median, max)."))
     for c in mcols[:8]:
-        nm = f"metric_{c[2:]}"
+        nm = f"metric_{_slug(c[2:])}"
         if F.convergence(runs, "cost", c, colors, w.fig, nm, xlabel="cost (sample-evaluations)", ylabel=c[2:]):
             sec.add(Figure(nm, f"{c[2:]} vs cost: median and inter-quartile band over replicates."))
 
