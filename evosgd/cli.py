@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = "evosgd " + " ".join(argv)
     if args.command is None:
         build_parser().print_help()
         return 2
@@ -115,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError("\n".join(problems))
     status = 0
-    command = "evosgd " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name != "pytest" else None
+    command = args.command_line
     for sc in scenarios:
         t0 = time.perf_counter()
         store = execute_scenario(sc, args.out, workers=args.workers, force=args.force, progress=not args.no_progress,

@@ -8,7 +8,7 @@ about
     s * R * ( 8 P D          # population, offspring, noise, gradients, optimizer state
             + 2 P max(b, M) D # per-example evaluation broadcasts theta [R,P,1,D] - x [R,1,b,D]
             + N (D + 1)       # the dataset (features and targets)
-            + D^2 )           # a rotation matrix per replicate
+            + D^2 )           # a rotation matrix per replicate (rotate = true)
 
 A landscape or optimizer class may refine it with a classmethod
 ``memory_estimate(params: dict, replicates: int, itemsize: int) -> int`` (bytes), which is added.
@@ -46,7 +46,8 @@ def estimate_run_bytes(run: RunSpec) -> int:
     P = max(_int_values(op, _POP_KEYS) or [1])
     b = max(_int_values(op, ("batch_size", "micro_batch", "batch")) or [1])
     M = int(lp.get("smoothing_samples", 0)) if float(lp.get("noise_std", 0) or 0) > 0 else 0
-    total = itemsize * R * (8 * P * D + 2 * P * max(b, M) * D + N * (D + 1) + D * D)
+    rotation = D * D if lp.get("rotate") else 0
+    total = itemsize * R * (8 * P * D + 2 * P * max(b, M) * D + N * (D + 1) + rotation)
     for registry, kind, params in ((LANDSCAPES, run.landscape.kind, lp), (OPTIMIZERS, run.kind, op)):
         hook = getattr(registry.get(kind).factory, "memory_estimate", None) if kind in registry else None
         if callable(hook):

@@ -125,6 +125,7 @@ class Problems:
         self.source = source
         self.lines = locate_keys(text) if text else {}
         self.items: list[str] = []
+        self._lines: list[int] = []
         self._labels: dict[Path, str] = {}
 
     def name_element(self, path: Path, label: str) -> None:
@@ -161,6 +162,7 @@ class Problems:
             text += f"; allowed: {allowed}"
         if text not in self.items:
             self.items.append(text)
+            self._lines.append(line or 0)
 
     def add_validation_error(self, base: Path, err: ValidationError, model: type[BaseModel],
                              line_base: Path | None = None, prefix: str = "") -> None:
@@ -188,6 +190,9 @@ class Problems:
 
     def raise_if_any(self) -> None:
         if self.items:
+            # in file order (problems without a line, e.g. from overrides, first)
+            self.items = [t for _, _, t in sorted(zip(self._lines, range(len(self.items)), self.items))]
+            self._lines = sorted(self._lines)
             n = len(self.items)
             head = f"{n} problem{'s' if n > 1 else ''} in {self.source}:"
             raise ConfigError(head + "\n  " + "\n  ".join(self.items), list(self.items))
