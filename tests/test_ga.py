@@ -114,3 +114,17 @@ def test_bad_parameters_are_refused_with_clear_messages():
         OPTIMIZERS.validate("ga", {"selection": {"kind": "tournament", "size": 3}})
     with pytest.raises(ConfigError, match="crossover.kind"):
         OPTIMIZERS.validate("ga", {"crossover": {"kind": "cxBlend"}})
+
+
+@pytest.mark.parametrize("kind", ["ga", "ga_deap"])
+def test_a_replicate_whose_losses_overflow_is_marked_diverged_and_no_longer_charged(kind):
+    # float32 sphere with genes ~1e30: every loss overflows to inf in generation 0
+    land = build_landscape("sphere", {"dim": 3}, replicates=2, seed=1)
+    land.initial_point[0] = 1e30
+    budget = Budget(2)
+    opt = OPTIMIZERS.build(kind, {"population_size": 6}, landscape=land, budget=budget, generator=make_generator(0))
+    opt.step()
+    assert opt.diverged.tolist() == [True, False] and opt.diverged_step.tolist() == [0, -1]
+    opt.step()
+    assert budget.cost.tolist() == [6.0, 12.0]
+    assert torch.isfinite(opt.recommend()[1]).all()

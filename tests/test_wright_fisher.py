@@ -209,3 +209,13 @@ def test_one_generation_of_log_linear_selection_moves_the_mean_by_G_beta(recombi
     se = change.std(0) / math.sqrt(R)
     assert ((change.mean(0) - predicted).abs() < 4 * se).all(), (change.mean(0), predicted, se)
     assert (predicted.abs() > 10 * se).all()  # the prediction is far from "no change"
+
+
+def test_overflowing_genotypes_mark_the_replicate_diverged():
+    land, budget, opt = make({"population_size": 10, "mutation_rate": 1.0, "mutation_effect": 1e38}, R=2)
+    opt.step()
+    opt.step()
+    assert opt.diverged.all() and torch.isfinite(opt.population).all()  # the last finite state is kept
+    cost = budget.cost.copy()
+    opt.step()
+    assert np.array_equal(budget.cost, cost)

@@ -207,7 +207,7 @@ class DeapGA(Optimizer):
 
     def _evaluate(self, groups: list[list], active: torch.Tensor) -> None:
         """Evaluate every individual of ``groups`` (one equal-length list per replicate) at once."""
-        n = len(groups[0])
+        n = max(len(g) for g in groups)  # inactive replicates have no offspring: padded, not charged
         rows = [[list(ind) for ind in g] if len(g) == n else [[0.0] * self.landscape.dim] * n for g in groups]
         losses = evaluate_population(self.landscape, self.budget, self.generator, _stack(rows, self.landscape),
                                      self.params.batch_size, mask=active)

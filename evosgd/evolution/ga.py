@@ -244,7 +244,7 @@ class GeneticAlgorithm(Optimizer):
 
     def _finish(self, pop: torch.Tensor, losses: torch.Tensor, active: torch.Tensor) -> None:
         """Commit the new generation for active replicates, count the step, flag divergence."""
-        best = torch.nan_to_num(losses, nan=float("inf")).amin(dim=1)
+        best = torch.where(torch.isnan(losses), torch.full_like(losses, float("inf")), losses).amin(dim=1)
         was = self.diverged.clone()
         self.check_divergence(best, pop)
         keep = active & ~(self.diverged & ~was)  # a replicate that just diverged keeps its last finite state
