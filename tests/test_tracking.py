@@ -45,7 +45,8 @@ def test_tracking_table_and_lag():
     r = tab.iloc[0]
     assert r["offline_error"] == pytest.approx(13.5 / 8)
     assert r["best_error_before_change"] == pytest.approx(10.5 / 3)
-    assert math.isinf(r["mean_recovery_time"])
+    # recovery times [3, inf]: lower median 3, half the changes recovered from
+    assert r["median_recovery_time"] == pytest.approx(3.0) and r["recovered"] == pytest.approx(0.5)
     # second half: t >= 4 -> distances 2, 2, 2, 2 -> 2; lag = 2 / 0.5
     assert r["tracking_distance"] == pytest.approx(2.0) and r["tracking_lag"] == pytest.approx(4.0)
 

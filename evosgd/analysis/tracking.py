@@ -92,8 +92,9 @@ def tracking_table(
     by: Sequence[str] = ("label",),
     time: str = "env_time",
 ) -> pd.DataFrame:
-    """Per run: ``offline_error``, ``best_error_before_change`` and ``mean_recovery_time`` (when
-    change times are given), ``tracking_distance`` (mean distance over the second half of the
+    """Per run: ``offline_error``, ``best_error_before_change``, ``median_recovery_time`` (lower
+    median over changes, inf when most changes are never recovered from) and ``recovered``
+    (fraction of changes recovered from within their period) when change times are given, ``tracking_distance`` (mean distance over the second half of the
     run) and ``tracking_lag`` (that distance / ``drift_speed``, when given).
 
     Diverged records (flag ``diverged``) are excluded: a diverged run's measures use its
@@ -114,7 +115,9 @@ def tracking_table(
         if change_times is not None and len(t):
             row["best_error_before_change"] = best_error_before_change(t, e, change_times)[0]
             rec = recovery_times(t, e, change_times)
-            row["mean_recovery_time"] = float(np.mean(rec)) if len(rec) else np.nan
+            # the median survives changes never recovered from (inf) unless they are the majority
+            row["median_recovery_time"] = float(np.sort(rec)[(len(rec) - 1) // 2]) if len(rec) else np.nan
+            row["recovered"] = float(np.mean(np.isfinite(rec))) if len(rec) else np.nan
         if "distance" in g.columns and g["distance"].notna().any() and len(t):
             half = t >= t[0] + 0.5 * (t[-1] - t[0])
             d = float(np.nanmean(g["distance"].to_numpy(dtype=float)[half]))

@@ -316,22 +316,26 @@ def _drift_section(doc, w, runs, drift, colors, measure, qname) -> list[str]:
     for y, yl in ((measure, qname), ("distance", "distance to the optimum")):
         if y in runs and np.isfinite(runs[y]).any():
             nm = f"drift_{y}"
+            # linear time: changes and periods read as they happen; a fine grid keeps short periods visible
             if F.convergence(runs, "env_time", y, colors, w.fig, nm, xlabel="environment time t", ylabel=yl,
-                             vlines=changes):
+                             vlines=changes, log_x=False, points=400):
                 sec.add(Figure(nm, f"{yl.capitalize()} vs environment time: median and inter-quartile band."))
     per_run = tr.tracking_table(runs, change_times=changes, drift_speed=speed, by=(G,))
-    meas = [c for c in ("offline_error", "best_error_before_change", "mean_recovery_time", "tracking_distance",
-                        "tracking_lag") if c in per_run]
+    meas = [c for c in ("offline_error", "best_error_before_change", "median_recovery_time", "recovered",
+                        "tracking_distance", "tracking_lag") if c in per_run]
     if not meas:
         return []
     med = per_run.groupby(G, sort=False)[meas].median().reset_index()
     med.insert(1, "runs", per_run.groupby(G, sort=False).size().to_numpy())
     med.insert(2, "diverged", per_run.groupby(G, sort=False)["diverged"].sum().astype(int).to_numpy())
+    med = _in_order(med, list(dict.fromkeys(runs[G])))
     per_run.to_csv(w.tab / "tracking_per_run.csv", index=False)
     disp = med.rename(columns={G: "optimizer"})
     sec.add(w.table("tracking", med, _display_generic(disp),
                     "Median over runs of the offline error (time-mean of the current error, Branke), best error "
-                    "before change, recovery time after a change, and distance to the optimum over the second half."))
+                    "before change, recovery time after a change (time until the error is back at its level before "
+                    "the change; inf: not within the period) and the fraction of changes recovered from, and the "
+                    "distance to the optimum over the second half of the run."))
     sec.add(f"Per-run values: tracking_per_run.csv (tables/tracking_per_run.csv).")
     return FI.tracking_findings(med)
 

@@ -55,7 +55,7 @@ def _want_log(v: np.ndarray, decades: float = 1.5, allow_zero: bool = False) -> 
 
 
 def band_over_replicates(
-    runs: pd.DataFrame, x: str, y: str, *, group: str = "variant", points: int = 120
+    runs: pd.DataFrame, x: str, y: str, *, group: str = "variant", points: int = 120, log_x: bool | None = None
 ) -> pd.DataFrame:
     """Median and quartiles of ``y`` over runs on a common ``x`` grid, per group.
 
@@ -69,7 +69,7 @@ def band_over_replicates(
     if xs.size == 0:
         return pd.DataFrame(columns=[group, x, "median", "q25", "q75", "n"])
     pos = xs[xs > 0]
-    if _want_log(xs, 2.0, allow_zero=True) and pos.size:
+    if (log_x if log_x is not None else _want_log(xs, 2.0, allow_zero=True)) and pos.size:
         grid = np.logspace(np.log10(pos.min()), np.log10(xs.max()), points)
     else:
         grid = np.linspace(xs.min(), xs.max(), points)
@@ -94,8 +94,11 @@ def band_over_replicates(
     return pd.concat(out, ignore_index=True)
 
 
-def convergence(runs, x, y, colors, folder, name, *, xlabel, ylabel, group="variant", vlines=None) -> bool:
-    band = band_over_replicates(runs, x, y, group=group)
+def convergence(runs, x, y, colors, folder, name, *, xlabel, ylabel, group="variant", vlines=None,
+                log_x: bool | None = None, points: int = 120) -> bool:
+    """Median and IQR band of ``y`` vs ``x`` per group; ``log_x`` None = log when the records
+    span more than 2 decades."""
+    band = band_over_replicates(runs, x, y, group=group, points=points, log_x=log_x)
     if band.empty or not np.isfinite(band["median"]).any():
         return False
     fig, ax = plt.subplots(figsize=(7.5, 4.3))
@@ -114,7 +117,7 @@ def convergence(runs, x, y, colors, folder, name, *, xlabel, ylabel, group="vari
         ax.fill_between(b[x][okb], lo[okb], hi[okb], color=c, alpha=0.2, lw=0)
     if _want_log(band["median"].to_numpy()):
         ax.set_yscale("log")
-    if _want_log(band[x].to_numpy(), 2.0, allow_zero=True):
+    if log_x if log_x is not None else _want_log(band[x].to_numpy(), 2.0, allow_zero=True):
         ax.set_xscale("log")
     for v in (vlines or [])[:60]:
         ax.axvline(v, color="0.6", lw=0.7, ls="--", zorder=0)
