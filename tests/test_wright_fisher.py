@@ -219,3 +219,23 @@ def test_overflowing_genotypes_mark_the_replicate_diverged():
     cost = budget.cost.copy()
     opt.step()
     assert np.array_equal(budget.cost, cost)
+
+
+def test_optimizer_generation_on_the_sphere_follows_lande_gradient_step():
+    # Through the optimizer: population N(z, g I) (init_std = sqrt g), fitness exp(-beta ||x - s||^2),
+    # no mutation.  Lande: mean change = -beta G grad L(z) = 2 beta g (s - z)  (the exact Gaussian
+    # answer is 2 beta g (s - z) / (1 + 2 beta g), 1% smaller here).  Regress the R*D measured
+    # changes on the prediction: slope = sum(d p) / sum(p^2), SE = sd(residual) / sqrt(sum p^2);
+    # |slope - 1/(1 + 2 beta g)| < 4 SE, and the slope is far from 0.
+    R, N, D, g, beta = 100, 4000, 3, 0.01, 0.5
+    land, budget, opt = make({"population_size": N, "beta": beta, "mutation_rate": 0.0, "init_std": math.sqrt(g)},
+                             R=R, dim=D, seed=3)
+    z = opt.population.double().mean(1)
+    land_shift = land.shift.double()
+    opt.step()
+    change = (opt.population.double().mean(1) - z).flatten()
+    pred = (2 * beta * g * (land_shift - z)).flatten()
+    slope = float((change * pred).sum() / (pred * pred).sum())
+    se = float((change - slope * pred).std() / (pred * pred).sum().sqrt())
+    assert abs(slope - 1 / (1 + 2 * beta * g)) < 4 * se, (slope, se)
+    assert slope > 20 * se
