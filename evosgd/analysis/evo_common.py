@@ -56,7 +56,9 @@ def wilson_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float, float, f
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if k == 0 else max(0.0, centre - half)  # exact ends (rounding would leave 1e-18)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return p, low, high
 
 
 def bootstrap_ci(
