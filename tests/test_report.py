@@ -16,7 +16,7 @@ import torch
 from evosgd.analysis.runtime import expected_running_time, final_values, quality_summary, runtimes
 from evosgd.landscapes import build_landscape
 from evosgd.report import build_report
-from evosgd.report.build import add_variants
+from evosgd.report.build import add_variants, pairing
 from evosgd.report.document import fmt
 
 TARGETS = [1e-1, 1e-3, 1e-6]
@@ -259,3 +259,14 @@ def test_report_from_store_on_disk(tmp_path, monkeypatch):
     text = " ".join(p.text)
     assert "Run id-broken (broken) failed: ValueError: lr must be > 0" in text
     assert "Lowest final loss error: fast" in text
+
+
+def test_variants_and_pairing():
+    a = gd_runs("g", 0.25, replicates=2, steps=2)
+    runs = pd.concat([a.assign(run_id="r1", **{"p_optimizer.g.lr": 0.25}),
+                      a.assign(run_id="r2", **{"p_optimizer.g.lr": 0.5}),
+                      a.assign(run_id="r3", label="h", **{"p_optimizer.g.lr": np.nan})], ignore_index=True)
+    named, variants = add_variants(runs)
+    assert list(dict.fromkeys(named["variant"])) == ["g [lr=0.25]", "g [lr=0.5]", "h"]
+    assert pairing(runs) == "replicate"  # an optimizer sweep keeps the landscape instances: paired
+    assert pairing(runs.rename(columns={"p_optimizer.g.lr": "p_landscape.dim"})) is None

@@ -61,6 +61,11 @@ def add_variants(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs, variants
 
 
+def pairing(runs: pd.DataFrame) -> str | None:
+    """``"replicate"`` (paired tests) unless a swept key changes the landscape instances."""
+    return None if any(c.startswith(("p_landscape", "p_scenario")) for c in _sweep_cols(runs)) else "replicate"
+
+
 def _targets(manifest: dict, runs: pd.DataFrame, measure: str) -> list[float]:
     t = manifest.get("targets") or (manifest.get("resolved", {}).get("scenario", {}) or {}).get("targets")
     if t:
@@ -195,6 +200,9 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
     qname = "loss error" if measure == "error" else "true loss"
     targets = _targets(manifest, runs, measure)
     findings: list[str] = []
+    # Replicate r of every optimizer meets the same landscape instance (DESIGN, contract 2): paired
+    # tests.  A sweep over the landscape or the scenario itself changes the instances: unpaired.
+    pair_on = pairing(runs)
 
     # --- overview and final quality
     finals = rt_mod.final_values(runs, by=(G,), measure=measure)
@@ -255,7 +263,7 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
                 if not sub["hit"].any():
                     continue
                 vals = sub.assign(value=np.where(sub["hit"], sub["runtime"], np.inf))
-                tt = st.pairwise_tests(vals, group=G, order=order)
+                tt = st.pairwise_tests(vals, group=G, order=order, pair_on=pair_on)
                 tt.insert(0, "target", t)
                 parts.append(tt)
             if parts:
@@ -272,13 +280,15 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
         sec = Section("Statistics")
         doc.sections.append(sec)
         if n_max >= 2:
-            tests_q = st.pairwise_tests(finals, group=G, value="value", order=order)
-            kind = "paired Wilcoxon signed-rank (replicates share their landscape instance)" \
-                if (tests_q["test"] == "wilcoxon").all() else "Wilcoxon signed-rank where paired, Mann-Whitney U otherwise"
+            tests_q = st.pairwise_tests(finals, group=G, value="value", order=order, pair_on=pair_on)
+            kind = ("paired Wilcoxon signed-rank (replicates share their landscape instance)"
+                    if (tests_q["test"] == "wilcoxon").all() else
+                    "Mann-Whitney U (the sweep changes the landscape instances: no pairing)" if pair_on is None else
+                    "Wilcoxon signed-rank where paired, Mann-Whitney U otherwise")
             sec.add(f"Final {qname}: {kind}; Holm correction over the {len(tests_q)} comparisons; effect A = "
                     "Vargha-Delaney probability that the better optimizer ends lower.")
             sec.add(w.table("tests_final", tests_q, _display_tests(tests_q), f"Pairwise tests of the final {qname}."))
-            rank, rank_info = st.ranking(finals, group=G, value="value")
+            rank, rank_info = st.ranking(finals, group=G, value="value", pair_on=pair_on)
             cap = "Ranking by mean rank of the final value over replicates (1 = best)"
             if rank_info.get("test"):
                 cap += f"; {rank_info['test'].capitalize()} test of no difference: p = {fmt_p(rank_info['p'])}"
