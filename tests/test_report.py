@@ -4,7 +4,6 @@ for drift, sweeps, distributed metrics and an analysis."""
 
 import json
 import math
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 

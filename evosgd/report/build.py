@@ -346,7 +346,7 @@ def _drift_section(doc, w, runs, drift, colors, measure, qname) -> list[str]:
                     "before change, recovery time after a change (time until the error is back at its level before "
                     "the change; inf: not within the period) and the fraction of changes recovered from, and the "
                     "distance to the optimum over the second half of the run."))
-    sec.add(f"Per-run values: tracking_per_run.csv (tables/tracking_per_run.csv).")
+    sec.add("Per-run values: tracking_per_run.csv (tables/tracking_per_run.csv).")
     return FI.tracking_findings(med)
 
 
