@@ -168,6 +168,17 @@ def test_findings_match_tables(real_report):
     fs = tests[(tests.a == "fast") & (tests.b == "slow")].iloc[0]
     assert fs["p"] == pytest.approx(0.0625) and fs["A"] == 1.0
     assert f"A = {fmt(fs['A'])}" in findings
+    # 5 paired replicates, 3 comparisons: the smallest Holm p is 3 * 2 / 2^5 = 0.1875 > 0.05: said so
+    assert "With 5 replicates the smallest possible p-value (Holm, 3 comparisons) is 0.188" in findings
+
+
+def test_power_findings_threshold():
+    from evosgd.report.findings import power_findings
+
+    assert power_findings(6, 1, paired=True) == []  # 2 / 64 = 0.031 <= 0.05
+    assert power_findings(5, 1, paired=True)  # 2 / 32 = 0.0625
+    assert power_findings(4, 1, paired=False) == []  # 2 / C(8, 4) = 0.029
+    assert power_findings(3, 1, paired=False)  # 2 / 20 = 0.1
 
 
 def test_diverged_runs_are_reported(real_report):

@@ -288,6 +288,11 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
             sec.add(f"Final {qname}: {kind}; Holm correction over the {len(tests_q)} comparisons; effect A = "
                     "Vargha-Delaney probability that the better optimizer ends lower.")
             sec.add(w.table("tests_final", tests_q, _display_tests(tests_q), f"Pairwise tests of the final {qname}."))
+            n_min = int(summary["runs"].min())
+            power = FI.power_findings(n_min, len(tests_q), paired=bool((tests_q["test"] == "wilcoxon").all()))
+            if power:
+                sec.add(power[0])
+                findings += power
             rank, rank_info = st.ranking(finals, group=G, value="value", pair_on=pair_on)
             cap = "Ranking by mean rank of the final value over replicates (1 = best)"
             if rank_info.get("test"):

@@ -143,3 +143,19 @@ def sweep_findings(table: pd.DataFrame, key: str, line: str, col: str, what: str
         out.append(f"{g}: {what} was lowest at {key_name or key} = {fmt(t[key].iloc[i])} ({fmt(v[i])}), "
                    f"highest {fmt(np.nanmax(np.where(np.isfinite(v), v, np.nan)))} over {t[key].nunique()} values.")
     return out
+
+
+def power_findings(n: int, comparisons: int, paired: bool) -> list[str]:
+    """Say when the design cannot produce a significant difference at all: with n paired
+    replicates the smallest exact two-sided Wilcoxon p is 2 / 2^n (all differences of one sign);
+    unpaired with n runs a side it is 2 / C(2n, n) (Mann-Whitney, complete separation).  Holm
+    multiplies the smallest p by the number of comparisons."""
+    if n < 2 or comparisons < 1:
+        return []
+    from math import comb
+
+    p_min = 2.0 / 2**n if paired else 2.0 / comb(2 * n, n)
+    if p_min * comparisons <= 0.05:
+        return []
+    return [f"With {n} replicates the smallest possible p-value (Holm, {comparisons} comparisons) is "
+            f"{fmt(min(1.0, p_min * comparisons))}: no difference can be significant at 0.05; run more replicates."]
