@@ -436,6 +436,10 @@ def _analysis_sections(doc: Document, w: _Writer, analyses: list) -> list[str]:
         title = a.get("title") or a.get("label") or aid
         sec = Section(f"Analysis: {title}")
         doc.sections.append(sec)
+        notes = [str(n) for n in (a.get("notes") or [])]
+        if notes:  # the analysis' own computed sentences lead its section
+            sec.add(notes)
+            findings += [f"{title}: {n}" for n in notes[:3]]
         conf = a.get("confidence", 0.95)
         comp: pd.DataFrame = a.get("comparison")
         if comp is None or comp.empty:
@@ -447,10 +451,6 @@ def _analysis_sections(doc: Document, w: _Writer, analyses: list) -> list[str]:
                     sec.add(Figure(nm, f"{q}: measured (points, {fmt(100 * float(conf))}% CI) against the prediction "
                                        "(line, band)."))
             sec.add(w.table(f"analysis_{_slug(aid)}", comp, _display_generic(comp), f"{title}: measured vs predicted."))
-        notes = [str(n) for n in (a.get("notes") or [])]
-        if notes:
-            sec.add(notes)
-            findings += [f"{title}: {n}" for n in notes[:3]]
         for tn, tdf in (a.get("tables") or {}).items():
             sec.add(w.table(f"analysis_{_slug(aid)}_{_slug(tn)}", tdf, _display_generic(tdf), f"{title}: {tn}."))
     return findings

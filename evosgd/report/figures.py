@@ -260,7 +260,9 @@ def analysis_quantity(comp: pd.DataFrame, folder, name, *, title: str) -> bool:
                     label=f"{lab} (measured)" if s else "measured")
         p = t["predicted"].to_numpy(dtype=float)
         if np.isfinite(p).any():
-            ax.plot(x, p, "-", color=c, lw=1.5, label=f"{lab} (predicted)" if s else "predicted")
+            # a lone prediction is a short horizontal bar (a one-point line would be invisible)
+            ax.plot(x, p, "-", color=c, lw=1.5, marker="_" if np.isfinite(p).sum() < 2 else None, ms=22, mew=2,
+                    label=f"{lab} (predicted)" if s else "predicted")
         pl, ph = t["predicted_low"].to_numpy(dtype=float), t["predicted_high"].to_numpy(dtype=float)
         okb = np.isfinite(pl) & np.isfinite(ph)
         if okb.any():
