@@ -36,9 +36,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from typing import Literal
 
-from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
+from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
 from evosgd.core.registry import ANALYSES
-from evosgd.analysis.evo_common import Quadratic, bootstrap_ci, fmt, generator_for, mean_ci
+from evosgd.analysis.evo_common import comparison_table, Quadratic, bootstrap_ci, fmt, generator_for, mean_ci
 from evosgd.analysis.selection_gradient import equivalent_learning_rate, gaussian_selection_response, one_generation_steps
 
 # ---------------------------------------------------------------------------------------------
@@ -194,8 +194,8 @@ def drift_decomposition(params: DriftDecompositionParams, *, context: AnalysisCo
             steps = one_generation_steps(quad, zbar, params.genetic_variance, n, beta, params.replicates, gen, mutation_sd=params.mutation_sd)
             measure(steps, mean, cov, series, 1.0 / n, gen)
 
-    df = comparison_rows(rows)
-    return AnalysisResult(comparison=df, notes=_notes(df, conf, lr, params), confidence=conf,
+    df = comparison_table(rows)
+    return AnalysisResult(comparison=df, notes=_notes(df, conf, lr ** 2 * float(np.trace(Sigma)), params), confidence=conf,
                           title="Drift is not a gradient estimator: steps split along and orthogonal to the gradient")
 
 
@@ -203,7 +203,7 @@ def _inside(d: pd.DataFrame) -> pd.Series:
     return (d["measured_low"] <= d["predicted"]) & (d["predicted"] <= d["measured_high"])
 
 
-def _notes(df: pd.DataFrame, conf: float, lr: float, params: DriftDecompositionParams) -> list[str]:
+def _notes(df: pd.DataFrame, conf: float, sgd_noise_trace: float, params: DriftDecompositionParams) -> list[str]:
     notes = []
     ok = _inside(df)
     for q in QUANTITIES.values():
@@ -220,7 +220,7 @@ def _notes(df: pd.DataFrame, conf: float, lr: float, params: DriftDecompositionP
                  f"(lr |grad L| = {fmt(d['predicted'].iloc[0])}); orthogonal mean's CI contains 0 at {int(_inside(df[orth & sgd]).sum())} of {int((orth & sgd).sum())} batch sizes (unbiased noise).")
     tot = df[var_all & sgd].groupby("x")["measured"].sum()
     notes.append("SGD: total step variance x b = " + ", ".join(f"{fmt(val / x)} (b={int(round(1 / x))})" for x, val in tot.items())
-                 + f"; predicted lr^2 tr(Sigma) = {fmt(lr ** 2 * params.noise ** 2 * (np.sum(Quadratic(params.dim, params.condition).curvatures_np) if params.noise_model == 'shift' else params.dim))}.")
+                 + f"; predicted lr^2 tr(Sigma) = {fmt(sgd_noise_trace)}.")
     d = df[along & neutral]
     notes.append(f"Neutral Wright-Fisher: progress CI contains 0 at {int(_inside(d).sum())} of {len(d)} population sizes: drift moves the mean "
                  "but not along the gradient.")
@@ -230,7 +230,7 @@ def _notes(df: pd.DataFrame, conf: float, lr: float, params: DriftDecompositionP
     if len(common):
         notes.append("Step variance with selection / neutral (same N): " + ", ".join(
             f"{fmt(tw[x] / tn[x])} (N={int(round(1 / x))})" for x in common)
-            + f"; neutral total variance x N = " + ", ".join(f"{fmt(tn[x] / x)}" for x in common)
+            + "; neutral total variance x N = " + ", ".join(f"{fmt(tn[x] / x)} (N={int(round(1 / x))})" for x in common)
             + f" (predicted G-trace (N-1)/N -> {fmt(params.dim * params.genetic_variance)}).")
     d = df[orth & wf]
     if len(d):

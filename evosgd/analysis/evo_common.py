@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from evosgd.core.analysis_api import AnalysisContext
+import pandas as pd
+
+from evosgd.core.analysis_api import AnalysisContext, comparison_rows
 from evosgd.core.seeding import derive_seed, make_generator
 from evosgd.evolution.wright_fisher import wright_fisher_generation  # noqa: F401  (re-export)
 
@@ -88,6 +90,15 @@ def bootstrap_ci(
 def generator_for(context: AnalysisContext, *keys: object) -> torch.Generator:
     """The analysis' own random stream, derived from the scenario seed, its label and ``keys``."""
     return make_generator(derive_seed(context.seed, "analysis", context.label, *keys), context.device)
+
+
+def comparison_table(rows: list[dict]) -> pd.DataFrame:
+    """:func:`comparison_rows` with the figure flags ``log_x``/``log_y`` False where a row left
+    them unset (rows of different quantities set different flags)."""
+    df = comparison_rows(rows)
+    for c in ("log_x", "log_y"):
+        df[c] = df[c].astype(object).where(df[c].notna(), False).astype(bool)
+    return df
 
 
 def fmt(x: float, digits: int = 3) -> str:

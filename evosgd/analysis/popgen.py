@@ -25,10 +25,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
-from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
+from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import ANALYSES
-from evosgd.analysis.evo_common import fmt, generator_for, mean_ci, wilson_ci, wright_fisher_generation
+from evosgd.analysis.evo_common import comparison_table, fmt, generator_for, mean_ci, wilson_ci, wright_fisher_generation
 
 # ---------------------------------------------------------------------------------------------
 # theory
@@ -262,7 +262,7 @@ def popgen(params: PopgenParams, *, context: AnalysisContext) -> AnalysisResult:
                                  predicted=float(kimura_ohta_fixation_time(p, n)), unit="generations", log_x=True, log_y=True,
                                  exact_wf=float(t1_exact[params.initial_count]), fixations=len(times)))
 
-    df = comparison_rows(rows)
+    df = comparison_table(rows)
     notes = []
     hq = "heterozygosity H_t / H_0 (neutral drift)"
     c, m = _coverage(df, hq)

@@ -24,6 +24,14 @@ Theory.
   weak selection the bias is the factor ``(N-1)/N`` of the sample covariance in the
   Robertson-Price identity ``Delta zbar = Cov_sample(w, z) / wbar`` (Price 1970, Nature 227:520),
   reported as ``predicted_finite_n``.
+
+Second measurement, closer to the seed's "large asexual population with weak mutation": populations
+*evolving* under selection and mutation (every offspring mutates by ``N(0, M I)``, M small), from
+a monomorphic start, whose own covariance G_t builds up and becomes anisotropic (selection
+depletes variation along stiff directions).  Per generation the change of the mean is regressed
+on Lande's response computed from G_t (predicted slope 1) and on the isotropic gradient step
+``-beta (tr G_t / D) grad L`` (a slope below 1 measures how far selection is from plain gradient
+descent: it is gradient descent preconditioned by G).
 """
 
 from __future__ import annotations
@@ -33,9 +41,9 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
+from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
 from evosgd.core.registry import ANALYSES
-from evosgd.analysis.evo_common import Quadratic, bootstrap_ci, fmt, generator_for, mean_ci, wright_fisher_generation
+from evosgd.analysis.evo_common import comparison_table, Quadratic, bootstrap_ci, fmt, generator_for, mean_ci, wright_fisher_generation
 
 # ---------------------------------------------------------------------------------------------
 # theory (numpy, float64; A and G are full matrices so the formulas read as in the papers)
@@ -102,6 +110,40 @@ def one_generation_steps(
     return offspring.mean(1) - pop.mean(1)
 
 
+@torch.no_grad()
+def evolving_population_steps(
+    quad: Quadratic, zbar: torch.Tensor, population_size: int, beta: float, mutation_sd: float, generations: int,
+    replicates: int, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An asexual Wright-Fisher population evolving under selection and mutation (every offspring
+    mutates by ``N(0, mutation_sd^2 I)``), started monomorphic at ``zbar``.  For every generation t
+    returns the change of the mean ``Delta_t`` and two predictions from the population itself:
+    Lande's exact-Gaussian response with the population's own covariance G_t,
+    ``-G_t (I + beta A G_t)^{-1} beta A (zbar_t - z*)``, and the gradient step at the equivalent
+    isotropic rate, ``-beta (tr G_t / D) A (zbar_t - z*)``.  Shapes ``[T, R, D]`` each."""
+    D = quad.dim
+    A = torch.diag(quad.curvatures)
+    eye = torch.eye(D, device=quad.device, dtype=quad.dtype)
+    pop = zbar.expand(replicates, population_size, D).clone()
+    steps, lande, sgd = [], [], []
+    for _ in range(generations):
+        mean = pop.mean(1)
+        dev = pop - mean.unsqueeze(1)
+        G = dev.transpose(1, 2) @ dev / population_size  # population covariance: the Robertson-Price convention
+        bad = beta * quad.grad(mean)  # beta A (zbar - z*)
+        lande.append(-(G @ torch.linalg.solve(eye + beta * A @ G, bad.unsqueeze(-1))).squeeze(-1))
+        sgd.append(-(G.diagonal(dim1=1, dim2=2).mean(-1, keepdim=True)) * bad)
+        pop = wright_fisher_generation(pop, -beta * quad.loss(pop), generator, mutation_rate=1.0, mutation_effect=mutation_sd)
+        steps.append(pop.mean(1) - mean)
+    return torch.stack(steps), torch.stack(lande), torch.stack(sgd)
+
+
+def slope_stat(x: torch.Tensor) -> torch.Tensor:
+    """``[B, n, 2]`` per-replicate sums (``sum_t Delta . P``, ``sum_t |P|^2``) -> least-squares slope
+    of Delta on the prediction P over the resampled replicates ``[B]``."""
+    return x[..., 0].sum(-1) / x[..., 1].sum(-1)
+
+
 def debiased_sq_norm(x: torch.Tensor) -> torch.Tensor:
     """Unbiased estimate of ``||E x||^2`` from samples ``[B, n, D]`` (U-statistic
     ``(||sum x||^2 - sum ||x||^2) / (n (n-1))``): the plain ``||mean x||^2`` is biased up by
@@ -136,6 +178,9 @@ def cosine_stat(direction: torch.Tensor):
 # ---------------------------------------------------------------------------------------------
 # the registered analysis
 
+EVOLVING_LANDE = "evolving population: slope of Delta zbar on Lande's G_t grad ln wbar"
+EVOLVING_SGD = "evolving population: slope of Delta zbar on the gradient step -beta (tr G_t/D) grad L"
+
 
 class SelectionGradientParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -151,6 +196,14 @@ class SelectionGradientParams(BaseModel):
     mutation_sd: float = Field(0.0, ge=0, description="sd of the Gaussian mutation of offspring (zero-mean: adds noise, no bias)")
     replicates: int = Field(2000, ge=20, description="independent populations per (N, sigma_G^2): one generation each")
     bootstrap: int = Field(300, ge=50, description="bootstrap resamples for the CIs of norms and cosines")
+    evolving_generations: int = Field(
+        40, ge=0, description="generations of the evolving populations (selection + mutation from a monomorphic start); 0: skip that part"
+    )
+    evolving_population_sizes: list[int] = Field([16, 256], min_length=1, description="population sizes N of the evolving populations")
+    mutation_variances: list[float] = Field(
+        [1e-4, 1e-3, 1e-2], min_length=1, description="mutational variances per generation M = m^2 (every offspring mutates by N(0, M I))"
+    )
+    evolving_replicates: int = Field(200, ge=4, description="independent evolving populations per (N, M)")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
 
 
@@ -203,8 +256,29 @@ def selection_gradient(params: SelectionGradientParams, *, context: AnalysisCont
                               **{f"lande_{k}": float(v) for k, v in enumerate(lande)},
                               **{f"sgd_{k}": float(v) for k, v in enumerate(sgd)}))
 
-    df = comparison_rows(rows)
+    if params.evolving_generations > 0:
+        for n in params.evolving_population_sizes:
+            for m2 in params.mutation_variances:
+                gen = generator_for(context, "evolving", n, m2)
+                steps, lande, sgd = evolving_population_steps(quad, zbar, n, params.beta, m2 ** 0.5, params.evolving_generations,
+                                                              params.evolving_replicates, gen)
+                common = dict(series=f"evolving, N={n}", x_name="mutational variance per generation M", x=float(m2), log_x=True)
+                for pred, q in ((lande, EVOLVING_LANDE), (sgd, EVOLVING_SGD)):
+                    sums = torch.stack([(steps * pred).sum((0, 2)), (pred * pred).sum((0, 2))], dim=-1).double()
+                    b, blo, bhi = bootstrap_ci(sums, slope_stat, n_boot=params.bootstrap, confidence=conf, generator=gen)
+                    rows.append(dict(quantity=q, measured=b, measured_low=blo, measured_high=bhi,
+                                     predicted=1.0 if q == EVOLVING_LANDE else float("nan"), **common))
+
+    df = comparison_table(rows)
     notes = []
+    ev = df[df["quantity"] == EVOLVING_LANDE]
+    if len(ev):
+        es = df[df["quantity"] == EVOLVING_SGD]
+        notes.append("Evolving asexual populations (selection + mutation, monomorphic start): slope of the change of the mean on Lande's "
+                     "G_t grad ln wbar_t (own covariance G_t) " + ", ".join(
+                         f"{fmt(r.measured)} [{fmt(r.measured_low)}, {fmt(r.measured_high)}] ({r.series}, M={fmt(r.x)})" for r in ev.itertuples())
+                     + "; on the isotropic gradient step -beta (tr G_t / D) grad L " + ", ".join(
+                         f"{fmt(r.measured)} ({r.series}, M={fmt(r.x)})" for r in es.itertuples()) + ".")
     pq = "progress along -grad L per generation"
     d = df[df["quantity"] == pq]
     inside = ((d["measured_low"] <= d["predicted"]) & (d["predicted"] <= d["measured_high"]))

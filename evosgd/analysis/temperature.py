@@ -44,9 +44,9 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
+from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
 from evosgd.core.registry import ANALYSES
-from evosgd.analysis.evo_common import Quadratic, bootstrap_ci, fmt, generator_for, mean_ci, wright_fisher_generation
+from evosgd.analysis.evo_common import comparison_table, Quadratic, bootstrap_ci, fmt, generator_for, mean_ci, wright_fisher_generation
 
 # ---------------------------------------------------------------------------------------------
 # theory
@@ -207,7 +207,7 @@ def temperature(params: TemperatureParams, *, context: AnalysisContext) -> Analy
         add(temps, f"SGD, lr={fmt(params.lr)} (T = eta s^2 / (b (2 - eta a)))", sgd_temperature(a, params.lr, params.noise ** 2, b), gen,
             dict(population_size=math.nan, batch_size=b, generations=params.sgd_steps))
 
-    df = comparison_rows(rows)
+    df = comparison_table(rows)
     d = df[df["quantity"] == QUANTITY]
     inside = (d["measured_low"] <= d["predicted"]) & (d["predicted"] <= d["measured_high"])
     wf = d["series"].str.startswith("Wright")
