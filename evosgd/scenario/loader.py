@@ -243,16 +243,14 @@ class _Resolver:
             p.add(("quick",), "must be a table of dotted-key overrides", given=doc["quick"])
         for key, value in self.cli.items():
             self._apply_override(key, value, None, origin="command-line override")
-        if p:  # structure broken: checking the sections would only repeat the same problems
-            p.raise_if_any()
-
-        settings = self._validate_settings(doc.get("scenario"), ("scenario",))
-        landscape = self._validate_landscape(doc.get("landscape"), ("landscape",))
+        # a missing section is reported once above, not again as "must be a table"
+        settings = self._validate_settings(doc["scenario"], ("scenario",)) if "scenario" in doc else None
+        landscape = self._validate_landscape(doc["landscape"], ("landscape",)) if "landscape" in doc else None
         optimizers = self._validate_entries("optimizer", OPTIMIZERS, required=True)
         analyses = self._validate_entries("analysis", ANALYSES, required=False)
         mode, sweep = self._validate_sweep(optimizers)
         p.raise_if_any()
-        assert settings is not None and landscape is not None
+        assert settings is not None and landscape is not None  # else a problem was reported
         runs = self._expand(settings, landscape, optimizers, mode, sweep)
         p.raise_if_any()
         return Scenario(
@@ -443,7 +441,7 @@ class _Resolver:
         if section == "optimizer":
             entry = self.doc["optimizer"][path[1]]
             kind = entry.get("kind")
-            if kind in OPTIMIZERS:
+            if isinstance(kind, str) and kind in OPTIMIZERS:
                 fields = list(OPTIMIZERS.get(kind).params.model_fields)
                 if path[2] == "kind" or path[2] == "label":
                     return f"cannot sweep the {path[2]} of an optimizer; add another [[optimizer]] instead"
@@ -456,7 +454,7 @@ class _Resolver:
             kind = land.get("kind") if isinstance(land, dict) else None
             if path[1] == "drift":
                 return None
-            if kind in LANDSCAPES:
+            if isinstance(kind, str) and kind in LANDSCAPES:
                 fields = list(LANDSCAPES.get(kind).params.model_fields)
                 if path[1] not in fields and path[1] != "kind":
                     return (f"landscape {kind!r} has no parameter {path[1]!r}{suggest(path[1], fields)}; "
