@@ -241,6 +241,8 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
         if not (manifest.get("targets") or (manifest.get("resolved", {}).get("scenario", {}) or {}).get("targets")):
             sec.add("The scenario names no targets: these are log-spaced between the median recorded value and the "
                     "best one.")
+        if measure == "true_loss":
+            sec.add("The landscape does not know its optimal loss, so the targets apply to the true loss itself.")
         sec.add(f"Runtime of a run = cost of the first record with {qname} <= target.  ERT = (cost of all "
                 "runs until success or their end) / successes (COCO); inf when no run succeeded.")
         sec.add(w.table("runtime", ert, _display_ert(ert), "Success rate, median runtime of the successful runs "
