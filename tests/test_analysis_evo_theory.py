@@ -119,7 +119,7 @@ def test_weak_selection_limit_is_the_gradient_step():
 def test_gaussian_tilt_against_numerical_integration():
     a, g, mu, opt, beta = 2.0, 0.5, 0.8, -0.3, 0.6
     for k in (1.0, 2.0):
-        def w(z):
+        def w(z, k=k):
             return math.exp(-k * beta * a * (z - opt) ** 2 / 2)
 
         def dens(z):
@@ -127,7 +127,7 @@ def test_gaussian_tilt_against_numerical_integration():
 
         Z = integrate.quad(lambda z: w(z) * dens(z), -20, 20)[0]
         m = integrate.quad(lambda z: z * w(z) * dens(z), -20, 20)[0] / Z
-        v = integrate.quad(lambda z: (z - m) ** 2 * w(z) * dens(z), -20, 20)[0] / Z
+        v = integrate.quad(lambda z, m=m: (z - m) ** 2 * w(z) * dens(z), -20, 20)[0] / Z
         logz, mk, gk = dd.gaussian_tilt(np.array([mu]), np.array([opt]), np.array([[a]]), np.array([[g]]), beta, k)
         assert logz == pytest.approx(math.log(Z), rel=1e-8)
         assert mk[0] == pytest.approx(m, rel=1e-8)

@@ -30,16 +30,28 @@ replicates.  With ``u = -grad L / |grad L|`` and ``v`` a unit vector orthogonal 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from typing import Literal
 
+from evosgd.analysis.evo_common import (
+    Quadratic,
+    bootstrap_ci,
+    comparison_table,
+    fmt,
+    generator_for,
+    mean_ci,
+)
+from evosgd.analysis.selection_gradient import (
+    equivalent_learning_rate,
+    gaussian_selection_response,
+    one_generation_steps,
+)
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
 from evosgd.core.registry import ANALYSES
-from evosgd.analysis.evo_common import comparison_table, Quadratic, bootstrap_ci, fmt, generator_for, mean_ci
-from evosgd.analysis.selection_gradient import equivalent_learning_rate, gaussian_selection_response, one_generation_steps
 
 # ---------------------------------------------------------------------------------------------
 # theory

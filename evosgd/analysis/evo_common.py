@@ -22,10 +22,9 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import stats
-
-import pandas as pd
 
 from evosgd.core.analysis_api import AnalysisContext, comparison_rows
 from evosgd.core.seeding import derive_seed, make_generator

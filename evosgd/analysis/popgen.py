@@ -25,10 +25,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
+from evosgd.analysis.evo_common import (
+    comparison_table,
+    fmt,
+    generator_for,
+    mean_ci,
+    wilson_ci,
+    wright_fisher_generation,
+)
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import ANALYSES
-from evosgd.analysis.evo_common import comparison_table, fmt, generator_for, mean_ci, wilson_ci, wright_fisher_generation
 
 # ---------------------------------------------------------------------------------------------
 # theory
@@ -217,7 +224,6 @@ def popgen(params: PopgenParams, *, context: AnalysisContext) -> AnalysisResult:
     conf = params.confidence
     device = context.device
     rows: list[dict] = []
-    h0 = 2 * params.initial_frequency * (1 - params.initial_frequency)
 
     # 1. heterozygosity decay under neutral drift
     for n in params.population_sizes:

@@ -41,9 +41,17 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from evosgd.analysis.evo_common import (
+    Quadratic,
+    bootstrap_ci,
+    comparison_table,
+    fmt,
+    generator_for,
+    mean_ci,
+    wright_fisher_generation,
+)
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
 from evosgd.core.registry import ANALYSES
-from evosgd.analysis.evo_common import comparison_table, Quadratic, bootstrap_ci, fmt, generator_for, mean_ci, wright_fisher_generation
 
 # ---------------------------------------------------------------------------------------------
 # theory (numpy, float64; A and G are full matrices so the formulas read as in the papers)

@@ -44,9 +44,18 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from evosgd.analysis.evo_common import (
+    Quadratic,
+    bootstrap_ci,
+    comparison_table,
+    fmt,
+    generator_for,
+    mean_ci,
+    wright_fisher_generation,
+)
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
+from evosgd.core.errors import ParameterError
 from evosgd.core.registry import ANALYSES
-from evosgd.analysis.evo_common import comparison_table, Quadratic, bootstrap_ci, fmt, generator_for, mean_ci, wright_fisher_generation
 
 # ---------------------------------------------------------------------------------------------
 # theory
@@ -144,7 +153,7 @@ class TemperatureParams(BaseModel):
         "(sets the mixing speed only: the weak-mutation stationary law does not depend on it)"
     )
     substitutions: float = Field(
-        30.0, gt=0, description="run length per population, in expected neutral substitutions (generations = substitutions N / (N mu) ... = substitutions / mu)"
+        30.0, gt=0, description="run length per population in expected neutral substitutions: generations = substitutions / mu (a neutral substitution every 1/mu generations)"
     )
     burn_in_fraction: float = Field(0.25, ge=0, lt=1, description="fraction of each run discarded before averaging")
     replicates: int = Field(256, ge=4, description="independent populations (and SGD runs) per setting")
@@ -167,8 +176,6 @@ SHAPE = "temperature ratio stiffest / flattest axis (1 = Boltzmann)"
 def temperature(params: TemperatureParams, *, context: AnalysisContext) -> AnalysisResult:
     conf = params.confidence
     if params.lr * params.condition >= 2:
-        from evosgd.core.errors import ParameterError
-
         raise ParameterError("lr", params.lr, f"lr * condition < 2 (SGD is unstable on the stiffest axis; condition = {params.condition})",
                              where="analysis 'temperature'")
     quad = Quadratic(params.dim, params.condition, noise=params.noise, noise_model="isotropic", device=context.device, dtype=context.dtype)
