@@ -263,7 +263,7 @@ def popgen(params: PopgenParams, *, context: AnalysisContext) -> AnalysisResult:
             if sj == 0:
                 times = time_np[j][fixed_np[j]]
                 m, lo, hi = mean_ci(times, conf)
-                rows.append(dict(quantity="mean time to fixation, neutral, given fixation (generations)", series=f"p0={params.initial_count}/N",
+                rows.append(dict(quantity="neutral fixation time given fixation", series=f"p0={params.initial_count}/N",
                                  x_name="N (gene copies)", x=float(n), measured=m, measured_low=lo, measured_high=hi,
                                  predicted=float(kimura_ohta_fixation_time(p, n)), unit="generations", log_x=True, log_y=True,
                                  exact_wf=float(t1_exact[params.initial_count]), fixations=len(times)))
@@ -283,7 +283,7 @@ def popgen(params: PopgenParams, *, context: AnalysisContext) -> AnalysisResult:
     if len(neutral):
         notes.append("Neutral fixation probability (= p0): measured " + ", ".join(
             f"{r.series}: {fmt(r.measured)} [{fmt(r.measured_low)}, {fmt(r.measured_high)}] vs {fmt(r.predicted)}" for r in neutral.itertuples()) + ".")
-    tq = "mean time to fixation, neutral, given fixation (generations)"
+    tq = "neutral fixation time given fixation"
     t = df[df["quantity"] == tq]
     if len(t):
         notes.append("Neutral fixation time (Kimura & Ohta 1969, haploid: -2N(1-p)ln(1-p)/p ~ 2N for a new mutant; diploid ~4N_e): measured/2N = " + ", ".join(

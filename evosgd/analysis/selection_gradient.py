@@ -186,8 +186,8 @@ def cosine_stat(direction: torch.Tensor):
 # ---------------------------------------------------------------------------------------------
 # the registered analysis
 
-EVOLVING_LANDE = "evolving population: slope of Delta zbar on Lande's G_t grad ln wbar"
-EVOLVING_SGD = "evolving population: slope of Delta zbar on the gradient step -beta (tr G_t/D) grad L"
+EVOLVING_LANDE = "evolving: slope of Delta zbar on Lande's G_t beta_t"
+EVOLVING_SGD = "evolving: slope of Delta zbar on -beta (tr G_t/D) grad L"
 
 
 class SelectionGradientParams(BaseModel):
@@ -246,7 +246,9 @@ def selection_gradient(params: SelectionGradientParams, *, context: AnalysisCont
             m, lo, hi = mean_ci((steps @ u_t).cpu().numpy(), conf)
             rows.append(dict(quantity="progress along -grad L per generation", measured=m, measured_low=lo, measured_high=hi,
                              predicted=float(lande @ u), predicted_sgd=float(sgd @ u),
-                             predicted_finite_n=float(finite_population_response(lande, n) @ u), **common))
+                             predicted_finite_n=float(finite_population_response(lande, n) @ u),
+                             # band: from the leading-order finite-N value (N-1)/N to the N -> infinity value
+                             predicted_low=float(finite_population_response(lande, n) @ u), predicted_high=float(lande @ u), **common))
             c, clo, chi = bootstrap_ci(steps, cosine_stat(-torch.as_tensor(grad, device=context.device, dtype=context.dtype)),
                                        n_boot=params.bootstrap, confidence=conf, generator=gen)
             rows.append(dict(quantity="cosine(E[Delta zbar], -grad L)", measured=c, measured_low=clo, measured_high=chi,
