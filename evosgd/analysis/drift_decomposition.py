@@ -24,6 +24,8 @@ replicates.  With ``u = -grad L / |grad L|`` and ``v`` a unit vector orthogonal 
   term is genetic drift proper (sampling N parents), the second the sampling fluctuation of the
   selection differential.  Drift is a random walk of covariance ~ G/N: shaped by the
   population's variation, not by the data, and present unchanged when selection is off.
+  Its mean carries an O(1/N) finite-sample bias, to leading order the factor ``(N-1)/N`` (see
+  ``selection_gradient``), drawn as the predicted band.
 * **Neutral evolution** (beta = 0) is the limiting case: ``E[Delta] = 0`` whatever the
   gradient, ``Cov(Delta) = G (N-1)/N^2 + m^2 I/N`` exactly: pure drift, no progress.
 """
@@ -184,11 +186,17 @@ def drift_decomposition(params: DriftDecompositionParams, *, context: AnalysisCo
 
     rows = []
 
-    def measure(steps: torch.Tensor, mean: np.ndarray, cov: np.ndarray, series: str, x: float, gen: torch.Generator) -> None:
+    def measure(steps: torch.Tensor, mean: np.ndarray, cov: np.ndarray, series: str, x: float, gen: torch.Generator,
+                finite_n: int | None = None) -> None:
         common = dict(series=series, x_name="1/b (SGD) or 1/N (Wright-Fisher)", x=x, log_x=True)
         for key, proj, pred in (("along", u_t, mean @ u), ("orth", v_t, mean @ v)):
             m, lo, hi = mean_ci((steps @ proj).cpu().numpy(), conf)
-            rows.append(dict(quantity=QUANTITIES[key], measured=m, measured_low=lo, measured_high=hi, predicted=float(pred), **common))
+            band = {}
+            if finite_n is not None:  # the leading-order finite-sample factor (N-1)/N of the selection response
+                ends = sorted((float(pred), float(pred) * (1 - 1 / finite_n)))
+                band = dict(predicted_low=ends[0], predicted_high=ends[1])
+            rows.append(dict(quantity=QUANTITIES[key], measured=m, measured_low=lo, measured_high=hi, predicted=float(pred),
+                             **band, **common))
         pva = float(u @ cov @ u)
         pvo = float(np.trace(cov) - pva)
         for key, stat, pred in (("var_along", variance_along_stat(u_t), pva), ("var_orth", variance_orthogonal_stat(u_t), pvo)):
@@ -204,7 +212,7 @@ def drift_decomposition(params: DriftDecompositionParams, *, context: AnalysisCo
             gen = generator_for(context, "wf", beta, n)
             mean, cov = wf_step_moments(zbar_np, opt, A, G, beta, n, params.mutation_sd ** 2)
             steps = one_generation_steps(quad, zbar, params.genetic_variance, n, beta, params.replicates, gen, mutation_sd=params.mutation_sd)
-            measure(steps, mean, cov, series, 1.0 / n, gen)
+            measure(steps, mean, cov, series, 1.0 / n, gen, finite_n=n if beta > 0 else None)
 
     df = comparison_table(rows)
     return AnalysisResult(comparison=df, notes=_notes(df, conf, lr ** 2 * float(np.trace(Sigma)), params), confidence=conf,
