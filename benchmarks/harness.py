@@ -1,0 +1,199 @@
+"""Shared benchmark harness: command line, machine information, timing, tables.
+
+Every benchmark script runs evosgd and its anchor library (DEAP, pycma, EvoTorch, a hand-written
+torch loop) on the same problem in ONE process and prints the ratio, so that both sides meet the
+same machine load, the same torch build and the same thread count.
+
+Conventions
+
+* ``--device cpu|cuda|auto`` (default cpu), ``--threads N`` (torch intra-op threads, default 2:
+  the reference machine has 2 cores), ``--smoke`` (tiny sizes: checks the script runs, numbers
+  mean nothing), ``--json PATH`` (also write the rows and the machine information as JSON).
+* Timing: :func:`measure` runs ``fn`` ``warmup`` times untimed (allocator, caches, lazy
+  initialisation), then ``repeats`` timed calls, and reports the **median** (robust to the other
+  processes of a shared machine) with the min and max; on CUDA it synchronises before reading
+  the clock, so the asynchronous kernel queue is included.
+* A *ratio* is always "how many times faster evosgd is" (anchor time / evosgd time, or evosgd
+  throughput / anchor throughput), so > 1 is better for evosgd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks run from a checkout, evosgd need not be installed
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- command line
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: only checks that the script runs")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default: per script)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write machine info and rows as JSON")
+    return p
+
+
+@dataclass
+class Context:
+    """What a benchmark needs from its command line: device, sizes mode and the output table."""
+
+    args: argparse.Namespace
+    device: torch.device
+    smoke: bool
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def pick(self, full: Any, smoke: Any) -> Any:
+        """``full`` normally, ``smoke`` under ``--smoke``."""
+        return smoke if self.smoke else full
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def setup(args: argparse.Namespace) -> Context:
+    """Apply ``--threads``, resolve ``--device``, print the machine information."""
+    torch.set_num_threads(max(1, args.threads))
+    from evosgd.core.device import resolve_device
+
+    device = resolve_device(args.device)
+    ctx = Context(args=args, device=device, smoke=bool(args.smoke))
+    info = machine_info(device)
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    if ctx.smoke:
+        print("(smoke mode: tiny sizes, the figures below are not measurements)")
+    return ctx
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        load = os.getloadavg()
+        info["load1"] = f"{load[0]:.2f}"  # the machine is shared: the load says how noisy the figures are
+    except OSError:
+        pass
+    return info
+
+
+def version(module: str) -> str:
+    try:
+        mod = __import__(module)
+        return str(getattr(mod, "__version__", "?"))
+    except Exception:  # an anchor that is not installed
+        return "not installed"
+
+
+# ----------------------------------------------------------------------------- timing
+@dataclass
+class Timing:
+    """Seconds per call: median of the repeats, with min and max."""
+
+    median: float
+    low: float
+    high: float
+    repeats: int
+
+    def per(self, n: int) -> float:
+        """Median seconds per unit when one call does ``n`` units (generations, steps)."""
+        return self.median / n
+
+
+def measure(fn: Callable[[], Any], *, ctx: Context | None = None, warmup: int = 1, repeats: int = 5) -> Timing:
+    """Median wall time of ``fn()`` over ``repeats`` timed calls after ``warmup`` untimed ones."""
+    if ctx is not None and ctx.args.repeats is not None:
+        repeats = max(1, ctx.args.repeats)
+    if ctx is not None and ctx.smoke:
+        warmup, repeats = min(warmup, 1), 1
+    sync = ctx.sync if ctx is not None else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return Timing(statistics.median(times), min(times), max(times), repeats)
+
+
+# ----------------------------------------------------------------------------- output
+def fmt(x: Any) -> str:
+    if isinstance(x, float):
+        if x == 0 or x != x:
+            return str(x)
+        if abs(x) >= 1e4 or abs(x) < 1e-3:
+            return f"{x:.3g}"
+        return f"{x:.4g}"
+    return str(x)
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A Markdown table (readable in a terminal too)."""
+    if not rows:
+        return "(no rows)"
+    cols = list(columns or rows[0].keys())
+    for r in rows:
+        for c in r:
+            if c not in cols:
+                cols.append(c)
+    cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
+    width = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, width)) + " |"  # noqa: E731
+    out = [line(cols), "|" + "|".join("-" * (w + 2) for w in width) + "|"]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
+
+
+def verdict(ratio: float, goal: float) -> str:
+    """'met' / 'NOT met' for a ratio against its goal (both: higher is better for evosgd)."""
+    return "met" if ratio >= goal else "NOT met"
+
+
+def finish(ctx: Context, title: str, columns: Sequence[str] | None = None, notes: Sequence[str] = ()) -> None:
+    """Print the table of ``ctx.rows`` (and write JSON when asked)."""
+    print(f"\n## {title}\n")
+    print(table(ctx.rows, columns))
+    for n in notes:
+        print(f"- {n}")
+    if ctx.args.json:
+        path = Path(ctx.args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"title": title, "machine": machine_info(ctx.device), "argv": sys.argv, "rows": ctx.rows}
+        path.write_text(json.dumps(payload, indent=1, default=str))
+        print(f"(wrote {path})")
+    sys.stdout.flush()
