@@ -12,8 +12,15 @@ import evosgd.gradient  # noqa: F401  (registers)
 from evosgd.core.budget import Budget, BudgetLimits
 from evosgd.core.errors import ConfigError
 from evosgd.core.registry import OPTIMIZERS
-from evosgd.gradient.distributed import (ConstantTime, ExponentialTime, LognormalTime, ShiftedExponentialTime,
-                                         StragglerTime, expected_sync_step_time, harmonic)
+from evosgd.gradient.distributed import (
+    ConstantTime,
+    ExponentialTime,
+    LognormalTime,
+    ShiftedExponentialTime,
+    StragglerTime,
+    expected_sync_step_time,
+    harmonic,
+)
 from evosgd.landscapes import build_landscape
 
 F64 = torch.float64
@@ -171,7 +178,7 @@ def test_staleness_aware_lr_divides_by_staleness():
 
 def test_distributed_divergence_and_validation():
     L = sphere(R=2, dim=2)
-    opt, budget, _ = make("sgd_async", {"workers": 2, "lr": 5.0, "compute_time": {"kind": "exponential"}}, L, steps=2000)
+    opt, _budget, _ = make("sgd_async", {"workers": 2, "lr": 5.0, "compute_time": {"kind": "exponential"}}, L, steps=2000)
     for _ in range(2000):
         opt.step()
         if opt.diverged.all():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,7 +12,11 @@ import evosgd.gradient  # noqa: F401  (registers)
 from evosgd.core.budget import Budget, BudgetLimits
 from evosgd.core.errors import ConfigError, ParameterError
 from evosgd.core.registry import OPTIMIZERS
-from evosgd.gradient.estimators import BatchSampler, accumulated_gradient, batch_gradient
+from evosgd.gradient.estimators import (
+    BatchSampler,
+    accumulated_gradient,
+    batch_gradient,
+)
 from evosgd.landscapes import build_landscape
 
 F64 = torch.float64
@@ -245,6 +248,8 @@ def test_bad_params_are_refused_clearly():
         OPTIMIZERS.validate("sgd", {"learning_rate": 0.1})
     with pytest.raises(ParameterError, match="sampling"):
         run("sgd", {"sampling": "without_replacement"}, build_landscape("sphere", {"dim": 2}), steps=1)
+    with pytest.raises(ParameterError, match="at most the 64 examples"):
+        run("sgd", {"sampling": "without_replacement", "batch_size": 65}, L, steps=1)
     bn = build_landscape("teacher_student", {"n_examples": 16, "inputs": 2, "widths": [3], "batch_norm": True})
     with pytest.raises(ParameterError, match="separable"):
         run("sgd", {"confidence": "snr"}, bn, steps=1)

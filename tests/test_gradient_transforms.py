@@ -54,12 +54,12 @@ def _pull(p: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(
     "cfg",
     [
-        dict(momentum=0.9),
-        dict(momentum=0.9, nesterov=True),
-        dict(momentum=0.8, dampening=0.3),
-        dict(momentum=0.9, weight_decay=0.05),
-        dict(momentum=0.9, nesterov=True, weight_decay=0.01),
-        dict(weight_decay=0.1),
+        {"momentum": 0.9},
+        {"momentum": 0.9, "nesterov": True},
+        {"momentum": 0.8, "dampening": 0.3},
+        {"momentum": 0.9, "weight_decay": 0.05},
+        {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+        {"weight_decay": 0.1},
     ],
 )
 def test_sgd_matches_torch(cfg):

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.gradient import transforms as T
-from evosgd.gradient.estimators import GradientInfo, batch_gradient
+from evosgd.gradient.estimators import GradientInfo
 from evosgd.gradient.sgd import GradientOptimizer, SGDParams
 
 
@@ -127,7 +127,7 @@ class StragglerTime(_TimeBase):
 
 
 WorkerTimeSpec = Annotated[
-    Union[ConstantTime, ExponentialTime, ShiftedExponentialTime, LognormalTime, StragglerTime],
+    ConstantTime | ExponentialTime | ShiftedExponentialTime | LognormalTime | StragglerTime,
     Field(discriminator="kind"),
 ]
 
@@ -153,7 +153,7 @@ class SyncParams(SGDParams):
     comm_time: float = Field(0.0, ge=0.0, description="communication time added to every step (all-reduce / push-pull)")
 
     @model_validator(mode="after")
-    def _shards(self) -> "SyncParams":
+    def _shards(self) -> SyncParams:
         if self.batch_size % self.workers:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of workers ({self.workers}): each worker gets a shard")
         if self.adaptive_batch:
@@ -213,7 +213,7 @@ class AsyncParams(SGDParams):
     histogram_bins: int = Field(64, ge=2, description="bins of the staleness histogram (last bin: >= bins - 1)")
 
     @model_validator(mode="after")
-    def _check(self) -> "AsyncParams":
+    def _check(self) -> AsyncParams:
         if self.adaptive_batch:
             raise ValueError("adaptive_batch is not supported by the distributed simulations")
         if self.accumulation_steps > 1:

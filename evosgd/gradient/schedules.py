@@ -24,7 +24,8 @@ Formulas (``eta_0`` = ``init_value``):
 from __future__ import annotations
 
 import math
-from typing import Annotated, Callable, Literal, Union
+from collections.abc import Callable
+from typing import Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -143,12 +144,22 @@ class CosineSchedule(_ScheduleBase):
 
 
 ScheduleSpec = Annotated[
-    Union[ConstantSchedule, StepSchedule, ExponentialSchedule, InverseTimeSchedule, CosineSchedule],
+    ConstantSchedule | StepSchedule | ExponentialSchedule | InverseTimeSchedule | CosineSchedule,
     Field(discriminator="kind"),
 ]
 
 __all__ = [
-    "Schedule", "ScheduleSpec", "ConstantSchedule", "StepSchedule", "ExponentialSchedule", "InverseTimeSchedule",
-    "CosineSchedule", "constant_schedule", "step_schedule", "exponential_schedule", "inverse_time_schedule",
-    "cosine_schedule", "linear_warmup",
+    "ConstantSchedule",
+    "CosineSchedule",
+    "ExponentialSchedule",
+    "InverseTimeSchedule",
+    "Schedule",
+    "ScheduleSpec",
+    "StepSchedule",
+    "constant_schedule",
+    "cosine_schedule",
+    "exponential_schedule",
+    "inverse_time_schedule",
+    "linear_warmup",
+    "step_schedule",
 ]

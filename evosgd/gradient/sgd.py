@@ -38,7 +38,12 @@ from evosgd.core.errors import ParameterError
 from evosgd.core.optimizer import Optimizer
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.gradient import transforms as T
-from evosgd.gradient.estimators import BatchSampler, GradientInfo, accumulated_gradient, batch_gradient
+from evosgd.gradient.estimators import (
+    BatchSampler,
+    GradientInfo,
+    accumulated_gradient,
+    batch_gradient,
+)
 from evosgd.gradient.schedules import ConstantSchedule, ScheduleSpec
 
 
@@ -86,7 +91,7 @@ class SGDParams(MinibatchParams):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SGDParams":
+    def _consistent(self) -> SGDParams:
         if self.transforms is not None:
             chain_fields = ("lr", "schedule", "momentum", "nesterov", "dampening", "weight_decay", "clip_norm",
                             "clip_value", "confidence")
@@ -161,6 +166,11 @@ class GradientOptimizer(Optimizer):
         except ValueError as e:
             raise ParameterError("sampling", params.sampling, "with_replacement (" + str(e) + ")", where=where) from None
         self.adaptive = bool(getattr(params, "adaptive_batch", False))
+        largest = params.max_batch_size if self.adaptive else params.batch_size
+        if not self.sampler.replacement and largest > self.sampler.n:
+            name = "max_batch_size" if self.adaptive else "batch_size"
+            raise ParameterError(name, largest, f"at most the {self.sampler.n} examples of the landscape when sampling without "
+                                 "replacement", where=where)
         self.stats = bool("grad_variance" in self.tx.needs or params.gradient_noise or self.adaptive)
         if self.stats and not landscape.per_example_separable:
             raise ParameterError("gradient_noise/confidence/adaptive_batch", True,

@@ -39,15 +39,20 @@ preconditioning, hence "decoupled", Loshchilov & Hutter 2019); torch.optim.Adam 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Callable, Literal, NamedTuple, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, NamedTuple
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from evosgd.core.errors import ConfigError
 from evosgd.core.registry import format_validation_error
-
-from evosgd.gradient.schedules import ConstantSchedule, Schedule, ScheduleSpec, constant_schedule
+from evosgd.gradient.schedules import (
+    ConstantSchedule,
+    Schedule,
+    ScheduleSpec,
+    constant_schedule,
+)
 
 Tensor = torch.Tensor
 
@@ -456,8 +461,7 @@ class ScaleSpec(_Spec):
 
 
 TransformSpec = Annotated[
-    Union[LearningRateSpec, MomentumSpec, WeightDecaySpec, ClipNormSpec, ClipValueSpec, AdamSpec,
-          ConfidenceSpec, StalenessSpec, ScaleSpec],
+    LearningRateSpec | MomentumSpec | WeightDecaySpec | ClipNormSpec | ClipValueSpec | AdamSpec | ConfidenceSpec | StalenessSpec | ScaleSpec,
     Field(discriminator="kind"),
 ]
 
@@ -480,10 +484,38 @@ def build_transform(specs: list) -> GradientTransform:
 
 
 __all__ = [
-    "GradientTransform", "EmptyState", "chain", "identity", "tree_where", "transform_metrics",
-    "scale_by_learning_rate", "scale", "momentum", "add_decayed_weights", "clip_by_global_norm", "clip_by_value",
-    "scale_by_adam", "scale_by_confidence", "scale_by_staleness",
-    "LearningRateState", "MomentumState", "ClipNormState", "ClipValueState", "AdamState", "ConfidenceState",
-    "TransformSpec", "LearningRateSpec", "MomentumSpec", "WeightDecaySpec", "ClipNormSpec", "ClipValueSpec",
-    "AdamSpec", "ConfidenceSpec", "StalenessSpec", "ScaleSpec", "ScheduleSpec", "build_transform", "validate_transforms",
+    "AdamSpec",
+    "AdamState",
+    "ClipNormSpec",
+    "ClipNormState",
+    "ClipValueSpec",
+    "ClipValueState",
+    "ConfidenceSpec",
+    "ConfidenceState",
+    "EmptyState",
+    "GradientTransform",
+    "LearningRateSpec",
+    "LearningRateState",
+    "MomentumSpec",
+    "MomentumState",
+    "ScaleSpec",
+    "ScheduleSpec",
+    "StalenessSpec",
+    "TransformSpec",
+    "WeightDecaySpec",
+    "add_decayed_weights",
+    "build_transform",
+    "chain",
+    "clip_by_global_norm",
+    "clip_by_value",
+    "identity",
+    "momentum",
+    "scale",
+    "scale_by_adam",
+    "scale_by_confidence",
+    "scale_by_learning_rate",
+    "scale_by_staleness",
+    "transform_metrics",
+    "tree_where",
+    "validate_transforms",
 ]
