@@ -76,6 +76,7 @@ def test_sync_mean_step_time_matches_harmonic_formula(K, backup):
     assert abs(mean_step - predicted) < 4 * math.sqrt(var / n)
     m = opt.metrics()
     assert ((m["idle_fraction"] > 0) & (m["idle_fraction"] < 1)).all()
+    assert (m["staleness"] == 0).all()
 
 
 def test_worker_time_distributions_have_their_means():

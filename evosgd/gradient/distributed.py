@@ -194,6 +194,9 @@ class SyncSGD(GradientOptimizer):
     def metrics(self) -> dict[str, Any]:
         out = super().metrics()
         out["step_time"] = self.step_time
+        # every gradient of a synchronous step is taken at the current parameters: staleness 0
+        out["staleness"] = torch.zeros_like(self.step_time)
+        out["staleness_max"] = torch.zeros_like(self.step_time)
         out["idle_fraction"] = self.idle / (self.n_workers * self.busy_time).clamp(min=1e-300)
         return out
 
