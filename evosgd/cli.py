@@ -114,6 +114,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             scenarios.append(load_scenario(f, quick=args.quick, replicates=args.replicates, device=args.device))
         except ConfigError as e:
             problems.append(str(e))
+    names = [sc.name for sc in scenarios]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        problems.append(f"several files name the scenario {', '.join(map(repr, dup))}: their results would share "
+                        f"{args.out}/<name>/; give each [scenario] a distinct name")
     if problems:
         raise ConfigError("\n".join(problems))
     status = 0
@@ -200,12 +205,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         for name, ann, default, desc in e.fields():
             d = "required" if default == "required" else f"= {_short(default)}"
-            print(f"{'':<{width}}    {name} ({ann}) {d}: {desc}")
+            print(f"{'':<{width}}    {name} ({_short(ann, 40, quote=False)}) {d}: {desc}")
     return 0
 
 
-def _short(v: object, n: int = 50) -> str:
-    s = repr(v)
+def _short(v: object, n: int = 50, quote: bool = True) -> str:
+    s = repr(v) if quote else str(v)
     return s if len(s) <= n else s[: n - 3] + "..."
 
 

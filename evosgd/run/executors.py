@@ -115,13 +115,13 @@ class ProcessPoolExecutor(Executor):
         if cancel:
             # Stop now: queued tasks are cancelled and running workers terminated (their runs
             # are lost, but each writes its file atomically, so nothing partial stays behind).
-            procs = list(getattr(pool, "_processes", {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
+            procs = list((getattr(pool, "_processes", None) or {}).values())
             for p in procs:
                 if p.is_alive():
                     p.terminate()
             for p in procs:
                 p.join(timeout=5)
+            pool.shutdown(wait=True, cancel_futures=True)  # the pool notices its dead workers at once
         else:
             pool.shutdown(wait=True)
 
