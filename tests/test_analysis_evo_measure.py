@@ -89,7 +89,7 @@ def test_popgen_analysis_end_to_end():
     df = res.comparison
     assert list(df.columns[: len(COMPARISON_COLUMNS)]) == COMPARISON_COLUMNS
     assert set(df["quantity"]) == {"heterozygosity H_t / H_0 (neutral drift)", "fixation probability",
-                                   "neutral fixation time given fixation"}
+                                   "fixation time given fixation", "neutral fixation time given fixation"}
     fx = df[df["quantity"] == "fixation probability"]
     assert len(fx) == 6 and fx["exact_wf"].notna().all()
     assert (fx["measured_low"] <= fx["measured"]).all() and (fx["measured"] <= fx["measured_high"]).all()

@@ -62,6 +62,23 @@ def test_kimura_against_exact_chain(n, s):
     assert u[1] == pytest.approx(float(pg.kimura_fixation_probability(1 / n, s, n)), rel=abs(s) + 2 * n * s * s)
 
 
+@pytest.mark.parametrize("n, s", [(100, 0.01), (100, -0.01), (50, 0.04), (50, -0.04), (200, 0.02)])
+def test_kimura_ohta_selected_time_against_exact_chain(n, s):
+    _, t1 = pg.wright_fisher_chain(n, s)
+    # diffusion vs exact chain: O(1/N) (as in the neutral case) plus O(|s|) from the dropped terms
+    for i in (1, int(0.3 * n)):
+        assert t1[i] == pytest.approx(pg.kimura_ohta_selected_fixation_time(i / n, s, n), rel=2.0 / n + abs(s))
+
+
+def test_kimura_ohta_selected_time_symmetry_and_neutral_limit():
+    for p in (0.01, 0.3):
+        # Maruyama (1974): the conditional fixation time is the same for s and -s
+        assert pg.kimura_ohta_selected_fixation_time(p, 0.02, 100) == pytest.approx(pg.kimura_ohta_selected_fixation_time(p, -0.02, 100), rel=1e-8)
+        assert pg.kimura_ohta_selected_fixation_time(p, 1e-7, 100) == pytest.approx(float(pg.kimura_ohta_fixation_time(p, 100)), rel=1e-5)
+    # strong selection fixes faster than neutral: ~ (2/s) ln(2 N s) << 2N
+    assert pg.kimura_ohta_selected_fixation_time(0.01, 0.1, 100) < 0.5 * float(pg.kimura_ohta_fixation_time(0.01, 100))
+
+
 # ----------------------------------------------------------------------------- Lande / selection gradient
 
 
