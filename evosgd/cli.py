@@ -1,7 +1,7 @@
 """The ``evosgd`` command line (also ``python -m evosgd``).
 
     evosgd run SCENARIO... [--out DIR] [--workers N] [--device D] [--replicates N] [--quick] [--force]
-                           [--report] [--report-dir DIR]
+                           [--report] [--report-dir DIR] [--executor local|ray [--address A]] [--threads N]
     evosgd report RESULTS [-o DIR]
     evosgd validate FILE... [--quick]
     evosgd list landscapes|optimizers|analyses|drifts|scenarios
@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "each scenario goes to DIR/<name>/")
     r.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                    help="parallel worker processes (default: one per CPU core; 1: run in this process)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: a process pool on this machine (default); ray: Ray tasks (pip install \"evosgd[ray]\")")
+    r.add_argument("--address", default=None, metavar="ADDR",
+                   help="with --executor ray: 'auto', 'ray://host:10001' or host:port (default: a local Ray instance)")
     r.add_argument("--threads", type=_positive_int, default=1, metavar="N",
                    help="torch threads per run (default 1: parallelism comes from the workers)")
     r.add_argument("--device", default=None, help="override the scenario's device: auto, cpu, cuda, cuda:N")
@@ -126,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sc in scenarios:
         t0 = time.perf_counter()
         store = execute_scenario(sc, args.out, workers=args.workers, force=args.force, progress=not args.no_progress,
-                                 command=command, threads=args.threads)
+                                 command=command, threads=args.threads, executor=_executor(args))
         data = load_store(store.root)
         runs = data.manifest.get("runs", {})
         n_failed = sum(1 for e in runs.values() if e.get("status") == "failed")
@@ -139,6 +143,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             path = _report(store.root, Path(args.report_dir) / sc.name)
             print(f"report: {path}")
     return status
+
+
+def _executor(args: argparse.Namespace):
+    if args.executor == "local":
+        if args.address:
+            raise EvosgdError("--address is for --executor ray")
+        return None  # the runner picks serial or a local process pool from --workers
+    try:
+        from evosgd.run.ray_executor import make_ray_executor
+    except ImportError as e:
+        raise EvosgdError(f"the Ray executor is not available in this installation ({e})") from None
+    return make_ray_executor(args.address, args.workers)
 
 
 def _report(results: Path, out: Path | None) -> Path:

@@ -90,12 +90,17 @@ def test_errors_exit_2_with_a_message_and_no_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:  # argparse errors: status 2 as well
         main(["run", str(bad), "--workers", "0"])
     assert info.value.code == 2
+    good = tmp_path / "good.toml"
+    good.write_text(SCENARIO)
+    assert main(["run", str(good), "--address", "auto"]) == 2  # --address without --executor ray
+    assert "--address is for --executor ray" in capsys.readouterr().err
 
 
 def test_list_prints_registry_entries_with_parameters(capsys):
     assert main(["list", "optimizers"]) == 0
     out = capsys.readouterr().out
-    assert "test_random_search  test-only: local random search" in out.replace("  ", "  ", 1) or "test_random_search" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("test_random_search "))
+    assert line.split(None, 1)[1] == "test-only: local random search"
     assert "samples (int) = 4: candidates per step" in out
     assert main(["list", "landscapes", "--brief"]) == 0
     out = capsys.readouterr().out
