@@ -162,6 +162,10 @@ def measure_accumulation(cases: list[tuple[Any, Any]], params: AccumulationParam
                     diffs.setdefault((dt, k), []).append(d)
         kappa = float(np.mean(kappas)) if kappas else float("nan")
         for (dt, k), vals in diffs.items():
+            if k == 1:  # the same computation as the big batch (bit-identical): nothing to plot on a log axis
+                continue
+            if not separable and dt == torch.float64 and land.dtype != torch.float64:
+                continue  # the float64 values are the prediction of the batch-norm series
             m, lo, hi = mean_ci(vals, confidence)
             if separable:
                 pred, plo, phi = float("nan"), 0.0, accumulation_rounding_bound(B, kappa, dt)
@@ -172,6 +176,10 @@ def measure_accumulation(cases: list[tuple[Any, Any]], params: AccumulationParam
                              series=_series_label(land.kind, separable, dt), x_name="micro-batches k", x=k,
                              measured=m, measured_low=max(lo, 0.0), measured_high=hi, predicted=pred,
                              predicted_low=plo, predicted_high=phi, log_x=True, log_y=True))
+        if 1 in ks:
+            same = all(v == 0.0 for (dt, k), v2 in diffs.items() if k == 1 for v in v2)
+            notes.append(f"{land.kind}{'' if separable else ' with batch norm'}: k = 1 (no split) reproduces the big-batch gradient "
+                         f"{'bit for bit' if same else 'only up to rounding'}.")
         worst = max((np.max(v), dt, k) for (dt, k), v in diffs.items() if k > 1) if len(ks) > 1 else None
         if worst is not None:
             d, dt, k = worst
