@@ -143,7 +143,7 @@ def measure_accumulation(cases: list[tuple[Any, Any]], params: AccumulationParam
         point = "initial" if not separable else params.point
         variants = [(land, land.dtype)] + ([(land64, torch.float64)] if land64 is not None and land.dtype != torch.float64 else [])
         theta64 = evaluation_point(land64 if land64 is not None else land, point, where).to(torch.float64)
-        seeds = torch.randint(0, 2**62, (params.repeats,), generator=generator).tolist()
+        seeds = torch.randint(0, 2**62, (params.repeats,), generator=generator, device=generator.device).tolist()
         diffs: dict[tuple[torch.dtype, int], list[float]] = {}
         kappas: list[float] = []
         source = land64 if land64 is not None else land
