@@ -153,3 +153,19 @@ def tiny_analysis(params, *, context):
     return AnalysisResult(comparison_rows(rows), tables={"raw": pd.DataFrame({"v": values.flatten().numpy()})},
                           notes=[f"{params.samples} samples on {land.replicates} replicates"],
                           title="tiny test analysis")
+
+
+class PickyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at_most_dim: int = Field(1, ge=1, description="must not exceed the landscape's dimension")
+
+
+@_register(OPTIMIZERS, "test_picky", PickyParams, "test-only: its constructor checks a parameter against the landscape")
+class Picky(RandomSearch):
+    def __init__(self, params, *, landscape, budget, generator):
+        from evosgd.core.errors import ParameterError
+
+        if params.at_most_dim > landscape.dim:
+            raise ParameterError("at_most_dim", params.at_most_dim, f"an integer <= dim = {landscape.dim}",
+                                 where="optimizer 'test_picky'")
+        super().__init__(RandomSearchParams(), landscape=landscape, budget=budget, generator=generator)

@@ -239,3 +239,17 @@ def test_locate_keys_handles_arrays_of_tables_and_quoted_dotted_keys():
     lines = locate_keys(text)
     assert lines[("a", "x")] == 2 and lines[("o", 0, "label")] == 4 and lines[("o", 0, "q.r")] == 5
     assert lines[("o", 1, "y", "z")] == 7 and lines[("o", 1, "sub", "w")] == 9
+
+
+def test_preflight_reports_constructor_checks_with_the_optimizer_line(tmp_path):
+    """A check made in a constructor (here against the landscape's dimension) is reported by
+    validation, at the entry's line, with the sweep point that causes it."""
+    text = GOOD.split("[sweep]")[0] + '[[optimizer]]\nlabel = "p"\nkind = "test_picky"\n' \
+        + '[sweep]\n"optimizer.p.at_most_dim" = [2, 8]\n'
+    p = write(tmp_path, text)
+    probs = problems_of(p)
+    assert len(probs) == 1, probs
+    line = text.splitlines().index('label = "p"')  # 0-based index of the label = 1-based line of the header
+    assert probs[0] == (f"{p}:{line}: optimizer.p: at sweep point optimizer.p.at_most_dim = 8: optimizer 'test_picky': "
+                        "parameter 'at_most_dim' = 8 is not allowed; allowed: an integer <= dim = 5")
+    assert len(load_scenario(p, preflight=False).runs) == 1 + 1 + 2  # the schema alone accepts it

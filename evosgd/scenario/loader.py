@@ -191,12 +191,15 @@ def read_document(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any
 def load_scenario(
     path_or_dict: str | Path | Mapping[str, Any], *, quick: bool = False, replicates: int | None = None,
     device: str | None = None, overrides: Mapping[str, Any] | None = None, source: str | None = None,
+    preflight: bool = True,
 ) -> Scenario:
     """Load and validate a scenario from a TOML file path or a dict of the same shape.
 
     ``quick`` applies the file's ``[quick]`` overrides; ``replicates``/``device`` and ``overrides``
     (dotted keys, e.g. ``{"optimizer.sgd.lr": 0.1}``) are applied after them.  Every problem is
-    reported at once in a :class:`ConfigError`.
+    reported at once in a :class:`ConfigError`.  ``preflight`` also builds each run's landscape and
+    optimizer once (one replicate, CPU) to report the checks their constructors make
+    (:mod:`evosgd.scenario.preflight`).
     """
     doc, text, name = read_document(path_or_dict)
     if source is None and not isinstance(path_or_dict, Mapping):
@@ -205,7 +208,9 @@ def load_scenario(
     load_all()
     problems = Problems(display, text)
     original = copy.deepcopy(doc)
-    return _Resolver(doc, problems, quick, replicates, device, dict(overrides or {}), source, original).resolve()
+    resolver = _Resolver(doc, problems, quick, replicates, device, dict(overrides or {}), source, original)
+    resolver.preflight = preflight
+    return resolver.resolve()
 
 
 class _Resolver:
@@ -253,6 +258,12 @@ class _Resolver:
         assert settings is not None and landscape is not None  # else a problem was reported
         runs = self._expand(settings, landscape, optimizers, mode, sweep)
         p.raise_if_any()
+        if getattr(self, "preflight", True):
+            from evosgd.scenario.preflight import preflight
+
+            index = {e.get("label"): i for i, e in enumerate(doc["optimizer"]) if isinstance(e, dict)}
+            preflight(runs, p, index)
+            p.raise_if_any()
         return Scenario(
             name=settings.name, description=settings.description, settings=settings, landscape=landscape,
             optimizers=optimizers, analyses=analyses, sweep_mode=mode, sweep=sweep, runs=runs, source=self.source,
