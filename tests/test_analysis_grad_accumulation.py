@@ -45,7 +45,7 @@ def test_accumulation_is_rounding_only_for_a_separable_loss():
 
 def test_batch_norm_breaks_accumulation_and_analysis_rows():
     params = AccumulationParams(batch_size=32, micro_batches=[1, 4], repeats=3)
-    bn = lambda dt: build_landscape("teacher_student", {"n_examples": 256, "widths": [8], "batch_norm": True},  # noqa: E731
+    bn = lambda dt: build_landscape("teacher_student", {"n_examples": 256, "widths": [8], "batch_norm": True},
                                     replicates=1, seed=2, dtype=dt)
     res = measure_accumulation([(lin(torch.float32), lin(torch.float64)), (bn(torch.float32), bn(torch.float64))],
                                params, make_generator(5))

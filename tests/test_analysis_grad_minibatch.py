@@ -98,7 +98,7 @@ def test_failure_rate_respects_chebyshev_and_tracks_the_clt(sphere_result):
 
 
 def test_registered_and_validates_params():
-    land = lambda replicates=None, **kw: build_landscape("sphere", {"dim": 4, "noise_std": 0.5}, replicates=replicates or 1, seed=1)  # noqa: E731
+    land = lambda replicates=None, **kw: build_landscape("sphere", {"dim": 4, "noise_std": 0.5}, replicates=replicates or 1, seed=1)
     ctx = AnalysisContext("t", "mb", 1, 1, torch.device("cpu"), torch.float32, make_landscape=land)
     res = ANALYSES.build("minibatch_concentration", {"batch_sizes": [1, 8], "population": 64, "samples": 50}, context=ctx)
     assert set(res.comparison.x) >= {1, 8} and res.notes

@@ -81,7 +81,7 @@ def test_least_squares_moment_operator_by_enumeration():
 
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(3, 2)), rng.normal(size=3)
-    _, H, C, M = least_squares_noise(X, y)
+    _, H, _, M = least_squares_noise(X, y)
     S = np.array([[1.0, 0.3], [0.3, 0.5]])
     lr = 0.2
     brute = np.zeros((2, 2))

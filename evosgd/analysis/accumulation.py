@@ -32,7 +32,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +42,7 @@ from evosgd.analysis.grad_common import (
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import ANALYSES
+from evosgd.landscapes.base import per_example_grads
 
 KIND = "gradient_accumulation"
 
@@ -135,8 +135,6 @@ def measure_accumulation(cases: list[tuple[Any, Any]], params: AccumulationParam
     bad = [k for k in ks if k < 1 or B % k]
     if bad:
         raise ParameterError("micro_batches", bad, f"divisors of batch_size = {B}", where=where)
-    from evosgd.landscapes.base import per_example_grads
-
     rows, mem_rows, notes = [], [], []
     for land, land64 in cases:
         separable = bool(getattr(land, "per_example_separable", True))
@@ -238,7 +236,7 @@ def gradient_accumulation(params: AccumulationParams, *, context: AnalysisContex
     cases = [(land, rebuild(land, seed=context.seed, dtype=torch.float64))]
     if params.batch_norm_case and getattr(land, "per_example_separable", True):
         bn = {"n_examples": max(4 * params.batch_size, 512), "inputs": params.bn_inputs, "widths": params.bn_widths, "batch_norm": True}
-        mk = lambda dt: build_landscape("teacher_student", bn, replicates=1, seed=context.seed, device=context.device, dtype=dt)  # noqa: E731
+        mk = lambda dt: build_landscape("teacher_student", bn, replicates=1, seed=context.seed, device=context.device, dtype=dt)
         cases.append((mk(context.dtype), mk(torch.float64)))
     with single_thread():
         return measure_accumulation(cases, params, analysis_generator(context), confidence=0.95)

@@ -12,7 +12,8 @@ Confidence intervals (all two-sided at level ``confidence``):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Literal
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -109,6 +110,13 @@ def example_population(landscape: Any, n: int, generator: torch.Generator) -> tu
             idx = keys.argsort(dim=1)[:, :n]
         return landscape.take(idx), int(idx.shape[1])
     return landscape.sample(int(n), generator), int(n)
+
+
+def require_separable(landscape: Any, where: str) -> None:
+    """Per-example gradients need a loss that is a mean of per-example losses."""
+    if not getattr(landscape, "per_example_separable", True):
+        raise ParameterError("landscape", getattr(landscape, "kind", "?"),
+                             "a landscape whose loss is a mean of per-example losses (no batch norm, no in-batch pairs)", where=where)
 
 
 def analysis_generator(context: AnalysisContext, *keys: object, device: torch.device | str | None = None) -> torch.Generator:

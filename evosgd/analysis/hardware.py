@@ -38,11 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evosgd.analysis.grad_common import (
     POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, bootstrap_ci, evaluation_point, example_population,
-    fmt, mean_ci, single_thread,
+    fmt, mean_ci, require_separable, single_thread,
 )
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ConfigError, ParameterError
 from evosgd.core.registry import ANALYSES, OPTIMIZERS
+from evosgd.landscapes.base import per_example_grads
 
 KIND = "hardware_batch_scaling"
 
@@ -166,8 +167,7 @@ def measure_noise_scale(landscape: Any, theta: torch.Tensor, population: int, ge
                         confidence: float) -> tuple[np.ndarray, tuple[float, float, float], dict]:
     """Per-replicate B_simple ``[R]`` (the population's covariance, divisor N) and replicate 0's
     value with its delta-method CI."""
-    from evosgd.landscapes.base import per_example_grads
-
+    require_separable(landscape, f"analysis {KIND!r}")
     pop, N = example_population(landscape, population, generator)
     G = per_example_grads(landscape, theta, pop).to(torch.float64)  # [R, N, D]
     mean = G.mean(1)
@@ -241,6 +241,7 @@ def measure_hardware(landscape: Any, params: HardwareParams, generator: torch.Ge
     notes.append(f"gradient noise scale B_simple = tr(Sigma)/|G|^2 at the {params.noise_point} point: {fmt(bs0)} "
                  f"(replicate 0, {confidence:.0%} delta-method CI {fmt(bs_lo)}..{fmt(bs_hi)}; mean over {len(b_simple_r)} instances {fmt(m)}).")
     tables["noise_scale"] = pd.DataFrame([{"replicate": r, "b_simple": float(v)} for r, v in enumerate(b_simple_r)])
+    tables["noise_scale_replicate0"] = pd.DataFrame([{**info, "b_simple": bs0, "ci_low": bs_lo, "ci_high": bs_hi}])
     if params.train:
         if land.optimal_loss() is None:
             raise ConfigError(f"{where}: steps-to-target needs a landscape with a known optimal loss (or set train = false)")

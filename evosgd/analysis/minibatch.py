@@ -32,12 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import integrate, optimize, stats
 
 from evosgd.analysis.grad_common import (
-    POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, evaluation_point, example_population, fmt,
+    POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, evaluation_point, example_population, fmt, require_separable,
     mean_ci, proportion_ci, single_thread,
 )
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import ANALYSES
+from evosgd.landscapes.base import per_example_grads
 
 KIND = "minibatch_concentration"
 
@@ -161,10 +162,9 @@ class MinibatchParams(BaseModel):
 def measure_concentration(landscape, params: MinibatchParams, generator: torch.Generator, confidence: float = 0.95) -> AnalysisResult:
     """Run the measurement on replicate 0 of ``landscape`` (see the module docstring)."""
     where = f"analysis {KIND!r}"
+    require_separable(landscape, where)
     theta = evaluation_point(landscape, params.point, where)
     pop, N = example_population(landscape, params.population, generator)
-    from evosgd.landscapes.base import per_example_grads
-
     G = per_example_grads(landscape, theta, pop)[0].to(torch.float64)  # [N, D]
     g = G.mean(0)
     centred = G - g

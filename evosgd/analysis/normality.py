@@ -36,12 +36,13 @@ from scipy import stats
 from typing import Literal
 
 from evosgd.analysis.grad_common import (
-    POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, bootstrap_ci, evaluation_point,
+    POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, bootstrap_ci, evaluation_point, require_separable,
     example_population, fmt, proportion_ci, single_thread,
 )
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import ANALYSES
+from evosgd.landscapes.base import per_example_grads
 
 KIND = "minibatch_normality"
 
@@ -121,8 +122,7 @@ def _kurt(a: np.ndarray) -> np.ndarray:
 
 def measure_normality(landscape, params: NormalityParams, generator: torch.Generator, confidence: float = 0.95) -> AnalysisResult:
     where = f"analysis {KIND!r}"
-    from evosgd.landscapes.base import per_example_grads
-
+    require_separable(landscape, where)
     theta = evaluation_point(landscape, params.point, where)
     pop, N = example_population(landscape, params.population, generator)
     G = per_example_grads(landscape, theta, pop)[0].to(torch.float64)  # [N, D]
