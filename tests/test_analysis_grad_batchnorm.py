@@ -47,7 +47,7 @@ def test_projection_and_isotropic_damping():
 def test_measured_gradients_agree_with_the_formula():
     res = measure_batchnorm(BatchNormParams(batch_sizes=[2, 4, 32], samples=3000, population=20000), make_generator(2))
     c = res.comparison
-    ratio = c[c.quantity.str.startswith("||dL/dz||")]
+    ratio = c[c.quantity.str.startswith("median ||dL/dz||")]
     # measured (autograd) and predicted (formula on the same batches) are the same numbers up to rounding
     assert ((ratio.measured - ratio.predicted).abs() <= 1e-9 * ratio.predicted.abs()).all()
     damp = c[c.quantity.str.contains("projection damping")]
