@@ -55,7 +55,8 @@ def test_measure_hardware_rows_and_steps_decrease_with_batch():
     params = HardwareParams(batch_sizes=[1, 16, 128], timing_repeats=3, warmup=1, noise_population=256, max_steps=2000)
     res = measure_hardware(one, params, make_generator(0), train_landscape=land)
     c = res.comparison
-    assert set(c.quantity) == {"time per step", "examples per second", "steps to target", "examples to target"}
+    assert set(c.quantity) == {"time per step", "examples per second", "steps to target", "examples to target",
+                               "time to target (steps x time per step)"}
     steps = c[c.quantity == "steps to target"].set_index("x").measured
     assert steps[1] > steps[16] > 0 and steps[1] > steps[128]
     t = c[c.quantity == "time per step"]

@@ -21,6 +21,10 @@
    and fits the single remaining constant ``S_min`` (least squares in log S); the two-parameter
    fit ``S = S_min (1 + B_crit / B)`` is reported beside it.
 
+3. Both together: the wall-clock time to target ``S(B) t(B) = S_min (1 + B_noise/B)(a + c B)``,
+   smallest at ``B = sqrt(a B_noise / c)``: the device's overhead and the gradient noise decide the
+   batch size jointly.
+
 Confidence intervals: bootstrap over repeated timings (median), (delta method) over examples (noise scale) and
 over replicates (steps to target, each replicate an independent landscape instance).
 """
@@ -277,6 +281,14 @@ def measure_hardware(landscape: Any, params: HardwareParams, generator: torch.Ge
                 rows.append(dict(quantity="examples to target", series="sgd, lr = lr_max / (1 + B_noise/B)", x_name="batch size", x=b,
                                  measured=sm * b, measured_low=slo * b, measured_high=shi * b,
                                  predicted=float(examples_to_target(e_min, b_noise, b)), unit="examples", log_x=True, log_y=True))
+                # both halves together: wall-clock time to target on this device = steps x time per step
+                rows.append(dict(quantity="time to target (steps x time per step)", series=str(landscape.device), x_name="batch size",
+                                 x=b, measured=sm * med[b], measured_low=slo * med[b], measured_high=shi * med[b],
+                                 predicted=float(steps_to_target(s_min, b_noise, b)) * (a + c * b), unit="s", log_x=True, log_y=True))
+            fastest = min(reached, key=lambda b: steps[b].mean() * med[b])
+            notes.append(f"fastest batch size in wall-clock time on {landscape.device}: {fastest} (measured steps x median step time); "
+                         f"the model S_min (1 + B_noise/B)(a + c B) is smallest at B = sqrt(a B_noise / c) = "
+                         f"{fmt(math.sqrt(a * b_noise / c)) if c > 0 else 'infinity (no per-example cost measured)'}.")
             notes.append(f"steps to reach {params.target_fraction:g} of the initial error: fitted S_min = {fmt(s_min)} given B_noise = "
                          f"{fmt(b_noise)}; a free fit S = S_min (1 + B_crit/B) gives S_min = {fmt(s_min2)}, B_crit = {fmt(b_crit)} "
                          f"({fmt(b_crit / b_noise)}x the measured noise scale).")
