@@ -167,8 +167,9 @@ def measure_momentum(params: MomentumParams, seed: int, confidence: float = 0.95
             notes.append(f"kappa = {fmt(kappa)}: GD needs {fmt(sgd)} steps per e-fold, heavy ball {fmt(shb)} "
                          f"(measured speed-up {fmt(sgd / shb)}; predicted {fmt(math.log(float(hb.closed_form_rate.iloc[0])) / math.log(float(gd.closed_form_rate.iloc[0])))}).")
     worst = (np.log(t.measured_rate) / np.log(t.closed_form_rate) - 1).abs()
-    within = int(((t.measured_rate >= t.closed_form_rate * (1 - 1e-6)) & (t.measured_rate <= t.closed_form_rate * t.double_root_bias_bound * (1 + 1e-6))).sum())
-    notes.append(f"the measured rate lies between the closed form and its double-root bound in {within} of {len(t)} (kappa, method) cases.")
+    # 1e-4 relative: the faster modes' residue at the start of the fit window steepens the slope slightly
+    within = int(((t.measured_rate >= t.closed_form_rate * (1 - 1e-4)) & (t.measured_rate <= t.closed_form_rate * t.double_root_bias_bound * (1 + 1e-4))).sum())
+    notes.append(f"the measured rate lies between the closed form and its double-root bound (to 1e-4) in {within} of {len(t)} (kappa, method) cases.")
     notes.append(f"largest relative gap between measured and closed-form log-rate: {fmt(100 * float(worst.max()))}% "
                  f"({t.method[worst.idxmax()]}, kappa = {fmt(float(t.condition[worst.idxmax()]))}).")
     return AnalysisResult(comparison_rows(rows), tables={"rates": t}, notes=notes, confidence=confidence,

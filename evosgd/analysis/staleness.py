@@ -48,6 +48,8 @@ from evosgd.core.errors import ParameterError
 from evosgd.core.registry import ANALYSES
 
 KIND = "staleness"
+#: the boundary scan covers a in [bound / SCAN_SPAN, bound * SCAN_SPAN]
+SCAN_SPAN = 1.5
 
 
 # ----------------------------------------------------------------------------- theory
@@ -141,7 +143,8 @@ class StalenessParams(BaseModel):
                                                "best lr then trades the decay of the start against the noise floor)")
 
 
-def _scan(tau: int, lo_a: float, hi_a: float, params: StalenessParams, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _scan(tau: int, lo_a: float, hi_a: float, params: StalenessParams, seed: int,
+          steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Engine run (noise-free, axis-aligned ellipsoid): coordinate i has ``a_i`` log-spaced in
     ``[lo_a, hi_a]``; returns ``(a [D], trajectory |z_t| [T+1, D])`` of replicate 0."""
     D = params.scan_dim
@@ -153,7 +156,7 @@ def _scan(tau: int, lo_a: float, hi_a: float, params: StalenessParams, seed: int
                             land, seed=seed)
     s = land.optimum()
     traj = [(opt.recommend() - s)[0].abs()]
-    for _ in range(params.scan_steps):
+    for _ in range(params.scan_steps if steps is None else steps):
         opt.step()
         traj.append((opt.recommend() - s)[0].abs())
     if bool(opt.diverged.any()):
@@ -165,7 +168,10 @@ def measure_boundary(tau: int, params: StalenessParams, seed: int) -> tuple[floa
     """(largest a judged stable, smallest a judged unstable): growth = the max |z| over the last
     quarter of the run exceeds the max over the second quarter."""
     bound = delayed_stability_bound(tau)
-    a, traj = _scan(tau, 0.5 * bound, 2.0 * bound, params, seed)
+    lo_a, hi_a = bound / SCAN_SPAN, bound * SCAN_SPAN
+    # the fastest-growing coordinate must not overflow (its square enters the loss): |z| < 1e120
+    steps = min(params.scan_steps, int(120 * math.log(10) / math.log(delayed_spectral_radius(hi_a, tau))))
+    a, traj = _scan(tau, lo_a, hi_a, params, seed, steps)
     T = traj.shape[0] - 1
     early = traj[T // 4: T // 2 + 1].max(axis=0)
     late = traj[3 * T // 4:].max(axis=0)
@@ -277,14 +283,16 @@ def measure_staleness(params: StalenessParams, seed: int, confidence: float = 0.
                                       stability_limit_lr=delayed_stability_bound(tau) / h))
     bt = pd.DataFrame(bound_rows)
     notes = [f"stability boundary: the prediction 2 sin(pi/(2(2 tau+1))) lies inside the measured bracket [largest stable, smallest "
-             f"unstable a] (resolution {fmt(100 * (4 ** (1 / (params.scan_dim - 1)) - 1))}%) for {int(bt.predicted_inside_bracket.sum())} "
+             f"unstable a] (resolution {fmt(100 * (SCAN_SPAN ** (2 / (params.scan_dim - 1)) - 1))}%) for {int(bt.predicted_inside_bracket.sum())} "
              f"of {len(bt)} staleness values."]
     if len(best_rows):
         br = pd.DataFrame(best_rows)
         agree = int((br.best_lr_measured == br.best_lr_predicted).sum())
+        per_b = "; ".join(
+            f"b = {b}: " + " -> ".join(f"{fmt(float(r.best_lr_predicted))} (tau = {int(r.tau)})" for r in g.sort_values("tau").itertuples())
+            for b, g in br.groupby("batch_size"))
         notes.append(f"best learning rate after {params.horizon} steps: the measured grid optimum equals the predicted one in {agree} of "
-                     f"{len(br)} (tau, b) settings; predicted best lr falls from {fmt(float(br[br.tau == br.tau.min()].best_lr_predicted.max()))} "
-                     f"at tau = {int(br.tau.min())} to {fmt(float(br[br.tau == br.tau.max()].best_lr_predicted.max()))} at tau = {int(br.tau.max())}.")
+                     f"{len(br)} (tau, b) settings; predicted best lr by staleness, {per_b}.")
     tables = {"stability": bt}
     if best_rows:
         tables["best_lr"] = pd.DataFrame(best_rows)

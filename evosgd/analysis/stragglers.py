@@ -172,7 +172,9 @@ def measure_stragglers(params: StragglerParams, seed: int, confidence: float = 0
                                       predicted_speedup=K * base / pred))
     t = pd.DataFrame(table)
     notes = [f"the order-statistic prediction lies inside the measured {confidence:.0%} CI of the mean step time at "
-             f"{inside} of {total} (distribution, K, backup) settings ({params.replicates} replicates x {params.steps} steps each)."]
+             f"{inside} of {total} (distribution, K, backup) settings ({params.replicates} replicates x {params.steps} steps each); "
+             f"largest relative gap {fmt(100 * float((t.measured_step_time / t.predicted_step_time - 1).abs().max()))}% "
+             f"(a rare slow event never drawn gives a zero-width interval)."]
     no_backup = t[t.backup_workers == t.backup_workers.min()]
     for name, g in no_backup.groupby("compute_time", sort=False):
         big = g.loc[g.workers.idxmax()]
