@@ -208,7 +208,7 @@ def measure_concentration(landscape, params: MinibatchParams, generator: torch.G
                               measured=p, measured_low=plo, measured_high=phi,
                               predicted=clt_failure_probability(eig, b, eps), predicted_low=0.0,
                               predicted_high=chebyshev_failure_bound(trace, b, eps), log_x=True))
-        if b <= N:
+        if b < N:  # b = N draws the whole population: the error is exactly 0 (nothing to plot on a log axis)
             e2w = draw(b, False)
             m, lo, hi = mean_ci(e2w, confidence)
             pred = minibatch_gradient_variance(trace, b, N)
