@@ -3,8 +3,10 @@ exact recursions, numerical integration and known constants, and the registered 
 exact cases."""
 
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import integrate
@@ -94,7 +96,8 @@ def test_registered_analysis_small_case():
     entry = ANALYSES.get("tracking_lag")
     p = entry.params.model_validate(dict(dim=2, condition=4.0, speeds=[0.01, 0.05], lr=0.2, population_size=1000,
                                          mutation_effect=0.1, init_std=0.2, es_dim=10, es_lambda=6,
-                                         es_speed_fractions=[0.5, 2.0], steps=240, replicates=16))
+                                         es_speed_fractions=[0.5, 2.0], steps=240, replicates=16,
+                                         engine_check=False))  # the engine check has its own test
     res = entry.factory(p, context=_context())
     df = res.comparison
     lag = df[df["quantity"] == tl.QUANTITY_LAG]
@@ -119,3 +122,41 @@ def test_registered_analysis_small_case():
     assert any("lost the optimum" in n for n in res.notes)
     with pytest.raises(Exception):
         entry.params.model_validate(dict(speeds=[0.0]))
+
+
+def test_engine_check_matches_prediction():
+    entry = ANALYSES.get("tracking_lag")
+    p = entry.params.model_validate(dict(engine_dim=3, engine_condition=4.0, engine_speeds=[0.02], engine_lr=0.1,
+                                         population_size=300, speeds=[0.01], es_speed_fractions=[0.5], steps=200,
+                                         replicates=8))
+    rows = pd.DataFrame(tl._engine_rows(p, _context(), 0.95))
+    sgd = rows[rows["series"].str.startswith("engine sgd")].iloc[0]
+    # the engine's SGD on the noise-free drifting ellipsoid is gradient descent: its second-half lag
+    # differs from d* = v (eta H)^-1 u by the transient (1 - 0.1 * 2)^100 ~ 2e-10 (relative)
+    assert sgd["measured"] == pytest.approx(sgd["predicted"], rel=1e-6)
+    wf = rows[rows["series"].str.startswith("engine wright_fisher")].iloc[0]
+    # Lande with the population's own G; allowance: CI + 10% model error (non-Gaussian, finite N)
+    assert abs(wf["measured"] - wf["predicted"]) <= (wf["measured_high"] - wf["measured_low"]) + 0.1 * wf["predicted"]
+
+
+def test_tracking_scenario_report_shows_prediction_and_measurement(tmp_path):
+    from evosgd.report import build_report
+    from evosgd.run import execute_scenario, load_store
+    from evosgd.scenario import load_scenario
+
+    import tomllib
+
+    path = Path(__file__).resolve().parent.parent / "scenarios" / "evo_tracking_linear.toml"
+    doc = tomllib.loads(path.read_text())
+    # the shipped file, trimmed to one optimizer and no sweep (the full quick run is in test_scenarios_quick)
+    doc["optimizer"] = [o for o in doc["optimizer"] if o["label"] == "sgd"]
+    del doc["sweep"]
+    sc = load_scenario(doc, quick=True)
+    execute_scenario(sc, tmp_path / "res", workers=1, progress=False, device="cpu")
+    data = load_store(tmp_path / "res" / sc.name)
+    assert len(data.analyses) == 1
+    build_report(data, tmp_path / "rep")
+    md = next((tmp_path / "rep").rglob("report.md")).read_text()
+    assert "Drifting landscape" in md and "tracking_distance" in md  # the runs' measurement
+    assert "measured against predicted lag" in md and "engine sgd" in md  # the analysis ...
+    assert "| measured | measured_low | measured_high | predicted |" in md  # ... with both columns

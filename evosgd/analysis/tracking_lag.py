@@ -50,6 +50,11 @@ its point on the landscape of step k, then the optimum moves.  With the lag ``d_
   distance diverges as v -> v_max, and beyond it grows by ``~ v - v_max`` per generation: the
   strategy has lost the optimum.
 
+The engine check runs the product's own ``sgd`` and ``wright_fisher`` optimizers on the product's
+drifting ellipsoid (``f = sum_i lambda_i z_i^2``, curvatures ``h_i = 2 lambda_i``, linear drift of
+``speed`` per step: drift clock "steps"), and compares their lag along the landscape's own drift
+direction with the same predictions (per replicate, its direction u_r).
+
 The measurement simulates each method vectorised over replicates (the Wright-Fisher generation is
 the engine's own :func:`~evosgd.evolution.wright_fisher.wright_fisher_generation`); a replicate's
 lag is its time average over the second half of the run, and the CI is over replicates.
@@ -67,7 +72,8 @@ from scipy import integrate, stats
 
 from evosgd.analysis.evo_common import Quadratic, comparison_table, fmt, generator_for, mean_ci
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
-from evosgd.core.registry import ANALYSES
+from evosgd.core.budget import Budget, BudgetLimits
+from evosgd.core.registry import ANALYSES, OPTIMIZERS
 from evosgd.evolution.wright_fisher import wright_fisher_generation
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +209,24 @@ def es_linear_progress(dim: int, sigma: float, lam: int, steps: int, replicates:
     return (sigma * z[..., 0].amax(dim=-1)).mean(0)
 
 
+def engine_tracking(landscape, kind: str, params: dict, steps: int, generator: torch.Generator,
+                    grad_cost: float = 3.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the registered optimizer ``kind`` on a drifting ``landscape`` with the drift clock in
+    steps; returns the lags ``optimum(t_k) - recommend()`` ``[steps, R, D]`` after each step and,
+    for a population, its variance per coordinate after each step ``[steps, R, D]`` (None else)."""
+    budget = Budget(landscape.replicates, grad_cost=grad_cost, limits=BudgetLimits(max_steps=steps), clock="steps")
+    opt = OPTIMIZERS.build(kind, params, landscape=landscape, budget=budget, generator=generator)
+    lags, var = [], []
+    for _ in range(steps):
+        opt.step()
+        t = budget.time(landscape.device, torch.float64)
+        lags.append(landscape.optimum(t) - opt.recommend())
+        pop = getattr(opt, "population", None)
+        if isinstance(pop, torch.Tensor) and pop.dim() == 3 and pop.is_floating_point():
+            var.append(pop.var(dim=1, unbiased=False))
+    return torch.stack(lags), (torch.stack(var) if var else None)
+
+
 def steady_state(series: torch.Tensor) -> torch.Tensor:
     """Per-replicate time average over the second half ``[R, ...]`` of ``[T, R, ...]``."""
     T = series.shape[0]
@@ -232,11 +256,16 @@ class TrackingLagParams(BaseModel):
     es_sigma: float = Field(0.1, gt=0, description="fixed step size sigma of the (1, lambda)-ES")
     es_speed_fractions: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.5], min_length=1,
                                             description="ES drift speeds as fractions of its largest followable speed c_{1,lambda} sigma")
+    engine_check: bool = Field(True, description="also run the engine's sgd and wright_fisher on the drifting ellipsoid")
+    engine_dim: int = Field(4, ge=1, le=64, description="dimension of the engine check's ellipsoid")
+    engine_condition: float = Field(10.0, ge=1, description="condition number of the engine check's ellipsoid (curvatures 2 lambda_i)")
+    engine_speeds: list[float] = Field([0.003, 0.03], min_length=1, description="drift speeds per step of the engine check")
+    engine_lr: float = Field(0.04, gt=0, description="learning rate of the engine's sgd (stable: lr * 2 condition < 2)")
     steps: int = Field(400, ge=10, description="steps (generations) per run; the second half is the steady state")
     replicates: int = Field(40, ge=3, description="independent runs per setting (the CI is over runs)")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
 
-    @field_validator("speeds")
+    @field_validator("speeds", "engine_speeds")
     @classmethod
     def _positive(cls, v: list[float]) -> list[float]:
         if any(not (x > 0 and math.isfinite(x)) for x in v):
@@ -254,6 +283,7 @@ class TrackingLagParams(BaseModel):
 QUANTITY_LAG = "steady-state lag along the motion"
 QUANTITY_G = "stationary genetic variance along the motion"
 QUANTITY_ES = "(1,lambda)-ES steady-state distance to the optimum"
+QUANTITY_ENGINE = "engine: steady-state lag along the motion (drifting ellipsoid)"
 QUANTITY_ES_LAG = "(1,lambda)-ES steady-state lag along the motion (sphere)"
 QUANTITY_ES_V = "(1,lambda)-ES progress per generation on a linear slope (largest followable speed)"
 
@@ -329,10 +359,57 @@ def tracking_lag(params: TrackingLagParams, *, context: AnalysisContext) -> Anal
         T = d.shape[0]
         es_growth[v] = float((d[-1] - d[T // 2]).mean() / (T - 1 - T // 2))  # distance gained per generation
 
+    if p.engine_check:
+        rows += _engine_rows(p, context, conf)
+
     df = comparison_table(rows)
     notes = _notes(df, conf, es_growth, vmax, p)
     return AnalysisResult(comparison=df, tables={"tracking_lag_variance": pd.DataFrame(extra)}, notes=notes,
                           confidence=conf, title="Tracking a moving optimum: measured against predicted lag")
+
+
+def _engine_rows(p: TrackingLagParams, context: AnalysisContext, conf: float) -> list[dict]:
+    """The engine's sgd and wright_fisher on the product's drifting ellipsoid (see the docstring).
+    Per replicate r the prediction uses its own drift direction u_r (and, for the population, its
+    own measured G); the CI is that of the paired mean of (measured - predicted), centred on the
+    measured mean."""
+    if p.engine_lr * 2 * p.engine_condition >= 2:
+        from evosgd.core.errors import ParameterError
+        raise ParameterError("engine_lr", p.engine_lr, f"< 1 / condition = {1 / p.engine_condition:g} (curvatures 2 lambda_i)",
+                             where="analysis 'tracking_lag'")
+    out = []
+    params = {"dim": p.engine_dim, "condition": p.engine_condition, "rotate": False}
+    for v in p.engine_speeds:
+        drift = {"kind": "linear", "speed": v}
+        if context.make_landscape is not None:
+            land = context.make_landscape(kind="ellipsoid", params=params, drift=drift, replicates=p.replicates)
+        else:
+            from evosgd.landscapes import build_landscape
+            land = build_landscape("ellipsoid", params, replicates=p.replicates, seed=context.seed, device=context.device,
+                                   dtype=context.dtype, drift=drift)
+        h = 2.0 * land.eigenvalues(p.engine_dim).numpy()
+        u = land.drift.direction.double().cpu().numpy()  # [R, D]
+        runs = (
+            ("sgd", {"batch_size": 1, "lr": p.engine_lr}, f"engine sgd (lr={fmt(p.engine_lr)})"),
+            ("wright_fisher", {"population_size": p.population_size, "beta": p.beta, "mutation_rate": p.mutation_rate,
+                               "mutation_effect": p.mutation_effect, "init_std": p.init_std},
+             f"engine wright_fisher (N={p.population_size}, beta={fmt(p.beta)})"),
+        )
+        for kind, kw, series in runs:
+            lags, var = engine_tracking(land, kind, kw, p.steps, generator_for(context, "engine", kind, v), context.grad_cost)
+            measured = (steady_state(lags).double().cpu().numpy() * u).sum(-1)  # [R]
+            if var is None:
+                pred = v * (u * u / (p.engine_lr * h)).sum(-1)
+            else:
+                G = steady_state(var).double().cpu().numpy()  # [R, D]
+                pred = v * (u * u / lande_contraction(G, p.beta, h)).sum(-1)
+            diff_m, lo, hi = mean_ci(measured - pred, conf)
+            m = float(measured.mean())
+            if not np.isfinite(lo) or hi == lo:
+                lo = hi = diff_m
+            out.append(dict(quantity=QUANTITY_ENGINE, series=series, x_name="drift speed v per step", x=float(v), measured=m,
+                            measured_low=m - diff_m + lo, measured_high=m - diff_m + hi, predicted=float(pred.mean()), log_x=True))
+    return out
 
 
 def _inside(d: pd.DataFrame) -> pd.Series:
@@ -344,7 +421,7 @@ def _inside(d: pd.DataFrame) -> pd.Series:
 
 def _notes(df: pd.DataFrame, conf: float, es_growth: dict[float, float], vmax: float, p: TrackingLagParams) -> list[str]:
     notes = []
-    lag = df[df["quantity"].isin([QUANTITY_LAG, QUANTITY_ES_LAG]) & df["predicted"].notna() & (df["x"] > 0)]
+    lag = df[df["quantity"].isin([QUANTITY_LAG, QUANTITY_ENGINE, QUANTITY_ES_LAG]) & df["predicted"].notna() & (df["x"] > 0)]
     for series, g in lag.groupby("series", sort=False):
         ratio = g["measured"] / g["x"]
         pr = g["predicted"] / g["x"]
