@@ -1,0 +1,138 @@
+"""Ray executor (issue #10): a sweep run as Ray tasks on a local Ray instance (2 CPUs) writes the
+same results store as the local executor (ignoring wall times), in both result modes (the driver
+writes the returned table / the worker writes to the shared folder); a sweep interrupted mid-way
+resumes with the missing runs only; without Ray the executor is a clear error.
+
+One local Ray instance serves every Ray test of this module: starting it costs ~10 s, and its
+worker processes (which import torch and evosgd once) are reused across tests."""
+
+from __future__ import annotations
+
+import builtins
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from evosgd.core.errors import EvosgdError
+from evosgd.run import execute_scenario, load_store
+from evosgd.scenario import load_scenario
+
+SWEEP = {
+    "scenario": {"name": "raysweep", "replicates": 2, "seed": 11, "device": "cpu", "dtype": "float64",
+                 "budget": {"max_cost": 1500}, "record": {"log_points": 6}},
+    "landscape": {"kind": "ellipsoid", "dim": 4, "condition": 10.0, "noise_std": 0.1},
+    "optimizer": [{"label": "sgd", "kind": "sgd", "batch_size": 4, "lr": 0.02},
+                  {"label": "es", "kind": "one_plus_one_es"}],
+    "sweep": {"optimizer.sgd.lr": [0.01, 0.02, 0.04, 0.08]},
+}
+N_RUNS = 5  # 4 swept SGD runs + the ES run
+
+
+def run_frames(root: Path) -> dict[str, pd.DataFrame]:
+    return {p.stem: pd.read_parquet(p).drop(columns="wall_time") for p in sorted((root / "runs").glob("*.parquet"))}
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    fa, fb = run_frames(a), run_frames(b)
+    assert len(fa) == N_RUNS and fa.keys() == fb.keys()
+    for k in fa:
+        pd.testing.assert_frame_equal(fa[k], fb[k])
+    ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (a, b))
+    strip = ("wall_time",)
+    assert {k: {f: v for f, v in e.items() if f not in strip} for k, e in ma["runs"].items()} == \
+           {k: {f: v for f, v in e.items() if f not in strip} for k, e in mb["runs"].items()}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+class InterruptAfter:
+    """Wraps an executor: Ctrl-C in the driver after ``n`` finished runs (the runs in flight are
+    cancelled); counts the tasks it was asked to run."""
+
+    def __init__(self, inner, n: int | None = None) -> None:
+        self.inner, self.n, self.submitted = inner, n, 0
+        self.in_process, self.workers = inner.in_process, inner.workers
+
+    def map(self, fn, tasks):
+        tasks = list(tasks)
+        self.submitted += len(tasks)
+        for i, item in enumerate(self.inner.map(fn, tasks), start=1):
+            yield item
+            if self.n is not None and i >= self.n:
+                raise KeyboardInterrupt
+
+    def shutdown(self, cancel=False):
+        self.inner.shutdown(cancel=cancel)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown(cancel=exc[0] is not None)
+
+
+def test_ray_sweep_equals_local_store_and_resumes_only_missing_runs(ray_session, tmp_path):
+    from evosgd.run.ray_executor import RayExecutor
+
+    sc = load_scenario(SWEEP)
+    assert len(sc.runs) == N_RUNS
+    execute_scenario(sc, tmp_path / "local", workers=1, progress=False)
+
+    # The driver writes the table each task returns (workers need no shared folder).
+    ex = RayExecutor()
+    execute_scenario(sc, tmp_path / "driver", executor=ex, progress=False)
+    assert ray_session.is_initialized()  # a session the caller started is left running
+    assert_same_store(tmp_path / "local" / "raysweep", tmp_path / "driver" / "raysweep")
+
+    # The workers write into the (shared) store themselves.
+    execute_scenario(sc, tmp_path / "shared", executor=RayExecutor(results="shared"), progress=False)
+    assert_same_store(tmp_path / "local" / "raysweep", tmp_path / "shared" / "raysweep")
+
+    # Interrupted after 2 finished runs: those are kept, the runs in flight are lost...
+    cut = InterruptAfter(RayExecutor(), n=2)
+    with pytest.raises(KeyboardInterrupt):
+        execute_scenario(sc, tmp_path / "cut", executor=cut, progress=False)
+    store = tmp_path / "cut" / "raysweep"
+    kept = {p.stem for p in (store / "runs").glob("*.parquet")}
+    assert 2 <= len(kept) < N_RUNS  # (a run finishing as the interrupt lands may be kept too)
+    assert not list((store / "runs").glob(".*tmp*"))
+    status = {k: e["status"] for k, e in json.loads((store / "manifest.json").read_text())["runs"].items()}
+    assert sum(s == "done" for s in status.values()) >= 2 and "pending" in status.values()
+
+    # ... and the same command runs only the missing ones, ending with the uninterrupted store.
+    resume = InterruptAfter(RayExecutor())
+    execute_scenario(sc, tmp_path / "cut", executor=resume, progress=False)
+    assert resume.submitted == N_RUNS - len(kept)
+    assert_same_store(tmp_path / "local" / "raysweep", store)
+    assert load_store(store).runs["run_id"].nunique() == N_RUNS
+
+
+def test_ray_executor_without_ray_says_how_to_install(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kw):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    from evosgd.run.ray_executor import RayExecutor
+
+    with pytest.raises(EvosgdError, match=r'pip install "evosgd\[ray\]"'):
+        RayExecutor()
+
+
+def test_ray_executor_refuses_an_unknown_result_mode():
+    pytest.importorskip("ray")
+    from evosgd.run.ray_executor import RayExecutor
+
+    with pytest.raises(EvosgdError, match="results"):
+        RayExecutor(results="nfs")
