@@ -225,8 +225,8 @@ def run_one(run: RunSpec, device: str | torch.device | None = None,
         value = float(np.max(axis_of()))
         if schedule.due(value):
             recorder.record()
-            if progress is not None:
-                progress(min(1.0, value / float(limit)))
+        if progress is not None:  # the callback throttles itself
+            progress(min(1.0, value / float(limit)))
     recorder.record()
     frame = recorder.frame()
     n_div = int(recorder.diverged.sum())

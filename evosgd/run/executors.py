@@ -49,7 +49,24 @@ class SerialExecutor(Executor):
             yield task, fn(task)
 
 
-def _worker_init(modules: list[str]) -> None:
+#: in a worker process: the queue its runs report their progress to (see ``report_progress``)
+PROGRESS_QUEUE: Any = None
+
+
+def report_progress(run_id: str, label: str, fraction: float) -> bool:
+    """Tell the parent how far a run is (from a pool worker); False when nobody listens."""
+    if PROGRESS_QUEUE is None:
+        return False
+    try:
+        PROGRESS_QUEUE.put((run_id, label, float(fraction)))
+    except Exception:  # progress is a courtesy: never let it break a run
+        return False
+    return True
+
+
+def _worker_init(modules: list[str], progress_queue: Any = None) -> None:
+    global PROGRESS_QUEUE
+    PROGRESS_QUEUE = progress_queue
     # Ctrl-C is the parent's to handle: it terminates the workers, and a worker must not print
     # a KeyboardInterrupt traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -79,9 +96,11 @@ def _context() -> multiprocessing.context.BaseContext:
 class ProcessPoolExecutor(Executor):
     """A local pool of ``workers`` processes (forkserver or spawn), one torch thread each."""
 
-    def __init__(self, workers: int, modules: list[str] | None = None) -> None:
+    def __init__(self, workers: int, modules: list[str] | None = None, progress: bool = False) -> None:
         self.workers = max(1, int(workers))
         self.modules = list(modules or [])
+        #: (run_id, label, fraction) messages of the runs in flight, when ``progress`` is asked for
+        self.progress_queue = _context().SimpleQueue() if progress else None
         self._pool: cf.ProcessPoolExecutor | None = None
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
@@ -93,7 +112,8 @@ class ProcessPoolExecutor(Executor):
         try:
             self._pool = cf.ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)),
                                                 mp_context=_context(),
-                                                initializer=_worker_init, initargs=(self.modules,))
+                                                initializer=_worker_init,
+                                                initargs=(self.modules, self.progress_queue))
             futures = {self._pool.submit(fn, t): t for t in tasks}
         finally:
             if env_threads is None:
@@ -126,11 +146,12 @@ class ProcessPoolExecutor(Executor):
             pool.shutdown(wait=True)
 
 
-def make_executor(workers: int | None, n_tasks: int, modules: list[str] | None = None) -> Executor:
+def make_executor(workers: int | None, n_tasks: int, modules: list[str] | None = None,
+                  progress: bool = False) -> Executor:
     """``workers`` None: one per CPU core (at most one per task); 1 (or one task): serial."""
     if workers is None:
         workers = os.cpu_count() or 1
     workers = max(1, min(int(workers), max(1, n_tasks)))
     if workers == 1:
         return SerialExecutor()
-    return ProcessPoolExecutor(workers, modules)
+    return ProcessPoolExecutor(workers, modules, progress=progress)

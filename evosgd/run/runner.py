@@ -70,9 +70,19 @@ def execute_run(task: Task) -> TaskResult:
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}", mininterval=0.5)
 
             def progress(frac: float) -> None:
-                bar.update(int(frac * 1000) - bar.n)
+                n = int(frac * 1000)
+                if n > bar.n:
+                    bar.update(n - bar.n)
         else:
-            progress = None  # type: ignore[assignment]
+            from evosgd.run.executors import report_progress
+
+            last = [-1.0, 0.0]
+
+            def progress(frac: float) -> None:  # to the parent's bar, at most every 0.5 s
+                now = time.perf_counter()
+                if frac - last[0] >= 0.01 and now - last[1] >= 0.5:
+                    if report_progress(run.run_id, run.label, frac):
+                        last[0], last[1] = frac, now
         outcome = run_one(run, device=task.device, progress=progress)
         rel = ResultsStore(task.root).write_run(run.run_id, outcome.frame)
         return TaskResult(run.run_id, outcome.status, None, outcome.wall_time, outcome.diverged_replicates, rel)
@@ -202,7 +212,7 @@ def execute_scenario(
         manifest["runs"][run.run_id] = _run_entry(run, "pending", None, None, None)
     if workers is None and scenario.quick:
         workers = 1  # quick runs take seconds: starting worker processes would cost more than it saves
-    ex = executor or make_executor(workers, len(pending), _plugin_modules(pending))
+    ex = executor or make_executor(workers, len(pending), _plugin_modules(pending), progress=progress)
     concurrent = getattr(ex, "workers", 1)
     check_memory(pending, dev, concurrent=concurrent)
     store.write_manifest(manifest)
@@ -213,6 +223,7 @@ def execute_scenario(
 
         bar = tqdm(total=len(scenario.runs), initial=len(scenario.runs) - len(pending), desc=scenario.name,
                    unit="run", position=0, dynamic_ncols=True)
+    watcher = _ProgressWatcher(getattr(ex, "progress_queue", None), bar) if bar is not None else None
     tasks = [Task(run, str(store.root), str(dev), inner_progress=progress and ex.in_process, threads=threads)
              for run in pending]
     runs_by_id = {r.run_id: r for r in pending}
@@ -225,17 +236,66 @@ def execute_scenario(
                 manifest["runs"][res.run_id] = _run_entry(run, res.status, res.error, res.wall_time, res.file,
                                                           res.diverged_replicates)
                 store.write_manifest(manifest)
+                if watcher is not None:
+                    watcher.finished(res.run_id)
                 if bar is not None:
                     bar.update(1)
                     if res.status == "failed":
                         bar.write(f"run {run.label} {run.sweep or ''} failed: {res.error}")
     finally:
+        if watcher is not None:
+            watcher.stop()
         if bar is not None:
             bar.close()
     _run_analyses(scenario, store, manifest, dev, force, old.get("analyses", {}))
     manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     store.write_manifest(manifest)
     return store
+
+
+class _ProgressWatcher:
+    """Shows the progress of the runs in flight in pool workers as the run bar's postfix."""
+
+    def __init__(self, queue: Any, bar: Any) -> None:
+        import threading
+
+        self.queue, self.bar = queue, bar
+        self.state: dict[str, tuple[str, float]] = {}
+        self.lock = threading.Lock()
+        self.thread = None
+        if queue is not None:
+            self.thread = threading.Thread(target=self._loop, daemon=True, name="evosgd-progress")
+            self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                msg = self.queue.get()
+            except (EOFError, OSError):
+                return
+            if msg is None:
+                return
+            run_id, label, frac = msg
+            with self.lock:
+                self.state[run_id] = (label, frac)
+                self._show()
+
+    def _show(self) -> None:
+        text = ", ".join(f"{label} {100 * frac:.0f}%" for label, frac in self.state.values())
+        self.bar.set_postfix_str(text, refresh=True)
+
+    def finished(self, run_id: str) -> None:
+        with self.lock:
+            if self.state.pop(run_id, None) is not None:
+                self._show()
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            try:
+                self.queue.put(None)
+            except (OSError, ValueError):
+                pass
+            self.thread.join(timeout=2)
 
 
 def _manifest(scenario: Scenario, dev: torch.device, command: str | None) -> dict[str, Any]:
