@@ -124,15 +124,15 @@ def measure_pairwise(params: PairwiseParams, seed: int, confidence: float = 0.95
             mean = g.mean(0)
             cos = float(mean @ ref / (np.linalg.norm(mean) * np.linalg.norm(ref) + 1e-300))
             common = dict(series=comp, x_name="batch size B", x=float(B), log_x=True)
-            rows.append(dict(quantity="gradient noise E||g_B - E g_B||^2 (predicted: separable V/B)", measured=st["noise"][0],
+            rows.append(dict(quantity="gradient noise E||g_B - E g_B||^2 (line: separable, ~1/B)", measured=st["noise"][0],
                              measured_low=st["noise"][1], measured_high=st["noise"][2],
                              predicted=separable_noise(base["noise"][0], sizes[0], B), log_y=True, **common))
-            rows.append(dict(quantity="mean-gradient norm ||E g_B|| (predicted: separable, constant)", measured=st["signal"][0],
+            rows.append(dict(quantity="mean-gradient norm ||E g_B|| (line: separable, constant)", measured=st["signal"][0],
                              measured_low=st["signal"][1], measured_high=st["signal"][2], predicted=base["signal"][0], log_y=True, **common))
-            rows.append(dict(quantity="gradient SNR ||E g_B||^2 / E||g_B - E g_B||^2 (predicted: separable, ~ B)", measured=st["snr"][0],
+            rows.append(dict(quantity="gradient SNR (line: separable, ~B)", measured=st["snr"][0],
                              measured_low=st["snr"][1], measured_high=st["snr"][2], predicted=separable_snr(base["snr"][0], sizes[0], B),
                              log_y=True, **common))
-            rows.append(dict(quantity="cosine of E g_B to the reference gradient (random, largest B)", measured=cos, log_y=False, **common))
+            rows.append(dict(quantity="cosine of E g_B to the reference (random, largest B)", measured=cos, log_y=False, **common))
             table.append(dict(composition=comp, batch_size=B, noise=st["noise"][0], separable_noise=separable_noise(base["noise"][0], sizes[0], B),
                               mean_gradient_norm=st["signal"][0], snr=st["snr"][0], separable_snr=separable_snr(base["snr"][0], sizes[0], B),
                               cosine_to_reference=cos))
