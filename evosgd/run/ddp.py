@@ -5,8 +5,10 @@
              --nproc-per-node K -m evosgd.run.ddp SCENARIO --out DIR          # a cluster
 
 Rank 0 runs the whole scenario with the runner (serially, in its own process) and writes the
-results store, exactly as ``evosgd run`` would; the other ranks run the scenario's ``sgd_ddp``
-runs that rank 0 is going to run (rank 0 broadcasts the list: finished runs are skipped on every
+results store, exactly as ``evosgd run`` would, except for the ``sgd_ddp`` runs whose ``workers``
+differ from the number of processes (WORLD_SIZE): those are left out (``evosgd run`` completes
+them later with spawned processes, resuming the same store).  The other ranks run the
+scenario's ``sgd_ddp`` runs that rank 0 is going to run (rank 0 broadcasts the list: finished runs are skipped on every
 rank), in the same order, as its data-parallel partners: each run's optimizer finds the process
 group already initialized and works in lockstep with the others (see
 :mod:`evosgd.gradient.ddp`).  Other optimizers of the scenario run on rank 0 alone.  Backend:
@@ -17,6 +19,7 @@ rank 0 needs to see the results folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import sys
@@ -63,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)
+        sc = load_scenario(args.scenario, quick=args.quick, replicates=args.replicates, device=str(dev))
+    world = int(os.environ["WORLD_SIZE"])
+    # sgd_ddp runs of another size than this group are left for `evosgd run` (which spawns them).
+    skipped = {r.run_id for r in sc.runs if r.kind == "sgd_ddp" and int(r.params.get("workers", 2)) != world}
+    sc = dataclasses.replace(sc, runs=[r for r in sc.runs if r.run_id not in skipped])
     ddp_runs = [r for r in sc.runs if r.kind == "sgd_ddp"]
     timeout = max((float(r.params.get("timeout_s", 600.0)) for r in ddp_runs), default=600.0)
     dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=timeout))
@@ -73,10 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         dist.broadcast_object_list(todo, src=0)  # the partners follow rank 0's view of the store
         pending = set(todo[0])
         if rank == 0:
+            if skipped:
+                print(f"evosgd: {len(skipped)} sgd_ddp run(s) with workers != {world} (the number of processes) "
+                      "left out; `evosgd run` runs them with spawned processes", file=sys.stderr)
             if not ddp_runs:
-                print(f"evosgd: {args.scenario} has no sgd_ddp run; rank 0 runs it alone", file=sys.stderr)
-            execute_scenario(sc, args.out, force=args.force, device=str(dev), executor=SerialExecutor(),
-                             progress=False, command="torchrun -m evosgd.run.ddp " + " ".join(sys.argv[1:]))
+                print(f"evosgd: {args.scenario} has no sgd_ddp run with workers = {world}; rank 0 runs the rest alone",
+                      file=sys.stderr)
+            execute_scenario(sc, args.out, force=args.force, executor=SerialExecutor(), progress=False,
+                             command="torchrun -m evosgd.run.ddp " + " ".join(sys.argv[1:]))
             print(f"{sc.name}: results in {store.root}")
         else:
             for run in ddp_runs:
