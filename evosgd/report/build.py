@@ -22,7 +22,7 @@ from evosgd.analysis import statistics as st
 from evosgd.analysis import tracking as tr
 from evosgd.report import figures as F
 from evosgd.report import findings as FI
-from evosgd.report.document import Document, Figure, Section, Table, fmt, fmt_p, write_html, write_markdown
+from evosgd.report.document import Document, Figure, Section, Table, fmt, fmt_p, p_clause, write_html, write_markdown
 
 G = "variant"
 
@@ -298,7 +298,7 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
             rank, rank_info = st.ranking(finals, group=G, value="value", pair_on=pair_on)
             cap = "Ranking by mean rank of the final value over replicates (1 = best)"
             if rank_info.get("test"):
-                cap += f"; {rank_info['test'].capitalize()} test of no difference: p = {fmt_p(rank_info['p'])}"
+                cap += f"; {rank_info['test'].capitalize()} test of no difference: {p_clause(rank_info['p'])}"
             sec.add(w.table("ranking", rank, _display_rank(rank), cap + "."))
         else:
             sec.add("Statistics unavailable: only one replicate per optimizer.")

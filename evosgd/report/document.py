@@ -48,6 +48,12 @@ def fmt_p(p) -> str:
     return "< 0.001" if p < 1e-3 else f"{p:.2g}"
 
 
+def p_clause(p, name: str = "p") -> str:
+    """'p = 0.03' or 'p < 0.001' (never 'p = < 0.001')."""
+    s = fmt_p(p)
+    return f"{name} {s}" if s.startswith("<") else f"{name} = {s}"
+
+
 @dataclass
 class Figure:
     name: str  # file stem under figures/

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evosgd.report.document import fmt, fmt_p
+from evosgd.report.document import fmt, fmt_p, p_clause
 
 
 def _pair(tests: pd.DataFrame, a: str, b: str) -> pd.Series | None:
@@ -25,8 +25,8 @@ def _test_clause(row: pd.Series | None, winner: str) -> str:
     sig = "" if row["p_holm"] < 0.05 else ", not significant at 0.05"
     name = "Wilcoxon signed-rank" if row["test"] == "wilcoxon" else "Mann-Whitney U"
     if row["better"] != winner:  # the medians and the test's direction disagree: say so
-        return f"{name} p (Holm) = {fmt_p(row['p_holm'])}, A = {fmt(row['A'])} in favour of {row['better']}{sig}"
-    return f"{name} p (Holm) = {fmt_p(row['p_holm'])}, A = {fmt(row['A'])}{sig}"
+        return f"{name} {p_clause(row['p_holm'], 'p (Holm)')}, A = {fmt(row['A'])} in favour of {row['better']}{sig}"
+    return f"{name} {p_clause(row['p_holm'], 'p (Holm)')}, A = {fmt(row['A'])}{sig}"
 
 
 def quality_findings(summary: pd.DataFrame, tests: pd.DataFrame | None, rank: pd.DataFrame | None,
@@ -43,7 +43,7 @@ def quality_findings(summary: pd.DataFrame, tests: pd.DataFrame | None, rank: pd
         sent += f"; mean rank {fmt(r['mean_rank'])} of {len(rank)}"
         if rank_info and rank_info.get("test") and np.isfinite(rank_info.get("p", np.nan)):
             t = "Friedman" if rank_info["test"] == "friedman" else "Kruskal-Wallis"
-            sent += f" ({t} test of no difference: p = {fmt_p(rank_info['p'])})"
+            sent += f" ({t} test of no difference: {p_clause(rank_info['p'])})"
     out.append(sent + ".")
     if len(s) > 1:
         second = s.iloc[1]
