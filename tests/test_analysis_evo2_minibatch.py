@@ -30,10 +30,10 @@ def test_preconditioner_is_the_selected_covariance():
 def test_response_on_a_tilted_landscape_by_quadrature():
     # 1-D: N(m, G) selected by exp(-beta (a z^2 / 2 - zeta z)); the mean moves by -beta K (a m - zeta)
     for G, beta, a, m, zeta in ((0.1, 1.0, 3.0, 0.7, 0.4), (2.0, 0.5, 1.0, -1.3, -2.0)):
-        dens = lambda z: math.exp(-(z - m) ** 2 / (2 * G) - beta * (a * z * z / 2 - zeta * z))  # noqa: E731
+        dens = lambda z, m=m, G=G, beta=beta, a=a, zeta=zeta: math.exp(-(z - m) ** 2 / (2 * G) - beta * (a * z * z / 2 - zeta * z))
         lim = (m - 15 * math.sqrt(G), m + 15 * math.sqrt(G))
         z0 = integrate.quad(dens, *lim, epsabs=0, epsrel=1e-13)[0]
-        z1 = integrate.quad(lambda z: z * dens(z), *lim, epsabs=0, epsrel=1e-13)[0]
+        z1 = integrate.quad(lambda z, dens=dens: z * dens(z), *lim, epsabs=0, epsrel=1e-13)[0]
         K = mf.selection_preconditioner(np.array([[G]]), np.array([[a]]), beta)[0, 0]
         assert z1 / z0 - m == pytest.approx(-beta * K * (a * m - zeta), rel=1e-9)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pydantic import ValidationError
 from scipy import integrate
 
 from evosgd.analysis import tracking_lag as tl
@@ -51,10 +52,10 @@ def test_simulated_gradient_descent_reaches_the_predicted_lag():
 def test_lande_contraction_against_the_exact_gaussian_integral():
     # mean after selection of N(m, G) under w = exp(-beta a (z - theta)^2 / 2), by quadrature
     for G, beta, a, m in ((0.1, 1.0, 3.0, 0.7), (2.0, 0.5, 1.0, -1.3), (0.01, 4.0, 10.0, 0.2)):
-        dens = lambda z: math.exp(-(z - m) ** 2 / (2 * G) - beta * a * z * z / 2)  # noqa: E731
+        dens = lambda z, m=m, G=G, beta=beta, a=a: math.exp(-(z - m) ** 2 / (2 * G) - beta * a * z * z / 2)
         lim = (m - 12 * math.sqrt(G), m + 12 * math.sqrt(G))
         z0 = integrate.quad(dens, *lim, epsabs=0, epsrel=1e-13)[0]
-        z1 = integrate.quad(lambda z: z * dens(z), *lim, epsabs=0, epsrel=1e-13)[0]
+        z1 = integrate.quad(lambda z, dens=dens: z * dens(z), *lim, epsabs=0, epsrel=1e-13)[0]
         kappa = float(tl.lande_contraction(G, beta, a))
         assert z1 / z0 - m == pytest.approx(-kappa * m, rel=1e-9)
     # weak selection: kappa -> G beta a (Lande's equation as a gradient step with lr G beta)
@@ -120,8 +121,8 @@ def test_registered_analysis_small_case():
     dist = df[df["quantity"] == tl.QUANTITY_ES]
     assert np.isnan(dist["predicted"].iloc[1]) and dist["measured"].iloc[1] > 5 * dist["measured"].iloc[0]
     assert any("lost the optimum" in n for n in res.notes)
-    with pytest.raises(Exception):
-        entry.params.model_validate(dict(speeds=[0.0]))
+    with pytest.raises(ValidationError):
+        entry.params.model_validate({"speeds": [0.0]})
 
 
 def test_engine_check_matches_prediction():
@@ -140,11 +141,11 @@ def test_engine_check_matches_prediction():
 
 
 def test_tracking_scenario_report_shows_prediction_and_measurement(tmp_path):
+    import tomllib
+
     from evosgd.report import build_report
     from evosgd.run import execute_scenario, load_store
     from evosgd.scenario import load_scenario
-
-    import tomllib
 
     path = Path(__file__).resolve().parent.parent / "scenarios" / "evo_tracking_linear.toml"
     doc = tomllib.loads(path.read_text())

@@ -40,7 +40,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
 from evosgd.analysis.drift_decomposition import wf_step_moments
-from evosgd.analysis.evo_common import Quadratic, bootstrap_ci, comparison_table, fmt, generator_for, mean_ci, wilson_ci
+from evosgd.analysis.evo_common import (
+    Quadratic,
+    bootstrap_ci,
+    comparison_table,
+    fmt,
+    generator_for,
+    mean_ci,
+    wilson_ci,
+)
 from evosgd.analysis.selection_gradient import (
     equivalent_learning_rate,
     finite_population_response,
@@ -173,7 +181,7 @@ def minibatch_fitness(params: MinibatchFitnessParams, *, context: AnalysisContex
     gnorm = float(np.linalg.norm(grad))
     u_np = -grad / gnorm if gnorm > 0 else np.eye(p.dim)[0]
     u = torch.as_tensor(u_np, device=dev, dtype=dt)
-    wf_mean, wf_drift_cov = wf_step_moments(zbar_np, opt, A, G, p.beta, p.population_size)
+    _, wf_drift_cov = wf_step_moments(zbar_np, opt, A, G, p.beta, p.population_size)
     # Lande's exact-Gaussian response with the leading finite-N factor (1 - 1/N) (Robertson-Price)
     lande = finite_population_response(gaussian_selection_response(zbar_np, opt, A, G, p.beta), p.population_size)
     other = np.eye(p.dim)[int(np.argmin(np.abs(u_np)))] if p.dim > 1 else u_np

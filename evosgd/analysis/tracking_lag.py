@@ -70,7 +70,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import integrate, stats
 
-from evosgd.analysis.evo_common import Quadratic, comparison_table, fmt, generator_for, mean_ci
+from evosgd.analysis.evo_common import (
+    Quadratic,
+    comparison_table,
+    fmt,
+    generator_for,
+    mean_ci,
+)
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
 from evosgd.core.budget import Budget, BudgetLimits
 from evosgd.core.registry import ANALYSES, OPTIMIZERS
@@ -124,7 +130,7 @@ def wf_stationary_variance(mutation_variance: float, beta: float, curvatures: np
 def expected_max_normal(n: int) -> float:
     """``c_{1,n} = E[max of n iid N(0, 1)] = int x n phi(x) Phi(x)^(n-1) dx`` (c_{1,1} = 0,
     c_{1,2} = 1/sqrt(pi), c_{1,3} = 3/(2 sqrt(pi)))."""
-    f = lambda x: x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1)  # noqa: E731
+    f = lambda x: x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1)
     return float(integrate.quad(f, -np.inf, np.inf, epsabs=1e-13, epsrel=1e-12)[0])
 
 
