@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evosgd.report.document import fmt, fmt_p, p_clause
+from evosgd.report.document import fmt, p_clause
 
 
 def _pair(tests: pd.DataFrame, a: str, b: str) -> pd.Series | None:
