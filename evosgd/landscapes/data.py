@@ -31,7 +31,7 @@ from evosgd.core.errors import ParameterError
 from evosgd.core.registry import LANDSCAPES
 from evosgd.core.seeding import derive_seed, make_generator
 from evosgd.landscapes.analytic import haar_orthogonal
-from evosgd.landscapes.base import Batch, Landscape, Time, per_replicate
+from evosgd.landscapes.base import Batch, Landscape, Time
 
 
 def gather_examples(data: Batch, indices: torch.Tensor) -> Batch:
