@@ -86,9 +86,11 @@ def test_ray_sweep_equals_local_store_and_resumes_only_missing_runs(ray_session,
     assert len(sc.runs) == N_RUNS
     execute_scenario(sc, tmp_path / "local", workers=1, progress=False)
 
-    # The driver writes the table each task returns (workers need no shared folder).
-    ex = RayExecutor()
-    execute_scenario(sc, tmp_path / "driver", executor=ex, progress=False)
+    # The driver writes the table each task returns (workers need no shared folder); the runs in
+    # flight report their progress to the driver's bar, as in the local process pool.
+    ex = RayExecutor(progress=True)
+    execute_scenario(sc, tmp_path / "driver", executor=ex, progress=True)
+    assert ex.progress_messages >= N_RUNS  # every run reports at least once
     assert ray_session.is_initialized()  # a session the caller started is left running
     assert_same_store(tmp_path / "local" / "raysweep", tmp_path / "driver" / "raysweep")
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import queue
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -65,17 +66,35 @@ def _prepare_worker(modules: list[str]) -> None:
         importlib.import_module(m)
 
 
-def run_on_worker(fn: Callable[[Any], Any], task: Any, modules: list[str], results: str) -> tuple[Any, bytes | None]:
+class _ProgressSink:
+    """In a Ray worker: what the runner's ``report_progress`` puts into, forwarded to the
+    driver's Ray queue (a lost message is only a stale progress bar)."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def put(self, item: Any) -> None:
+        self.queue.put_nowait(item)
+
+
+def run_on_worker(fn: Callable[[Any], Any], task: Any, modules: list[str], results: str,
+                  progress: Any = None) -> tuple[Any, bytes | None]:
     """Body of one Ray task: run ``fn(task)`` and hand back its result and, in ``driver`` mode,
     the bytes of the run file it wrote (into a private temporary folder of the worker)."""
+    from evosgd.run import executors
+
     _prepare_worker(modules)
-    if results == "shared":
-        return fn(task), None
-    with tempfile.TemporaryDirectory(prefix="evosgd-ray-") as tmp:
-        res = fn(dataclasses.replace(task, root=tmp))
-        rel = getattr(res, "file", None)
-        payload = (Path(tmp) / rel).read_bytes() if rel else None
-    return res, payload
+    executors.PROGRESS_QUEUE = _ProgressSink(progress) if progress is not None else None
+    try:
+        if results == "shared":
+            return fn(task), None
+        with tempfile.TemporaryDirectory(prefix="evosgd-ray-") as tmp:
+            res = fn(dataclasses.replace(task, root=tmp))
+            rel = getattr(res, "file", None)
+            payload = (Path(tmp) / rel).read_bytes() if rel else None
+        return res, payload
+    finally:
+        executors.PROGRESS_QUEUE = None  # the worker process serves other tasks next
 
 
 def _plugin_modules(tasks: list[Any]) -> list[str]:
@@ -96,13 +115,17 @@ class RayExecutor(Executor):
     already started in this process (``ray.init`` by the caller) is used as it is and left running.
     ``cpus_per_run`` is the CPU request of a CPU run (``None``: the task's ``threads``);
     ``runtime_env`` is passed to ``ray.init`` (e.g. ``{"working_dir": "."}`` to ship a checkout).
+    ``progress``: the runs in flight report how far they are (through a small Ray queue actor)
+    and the driver hands the messages to the runner's progress bar via ``progress_queue``, as
+    the local process pool does.
     """
 
     in_process = False
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None, results: str = "driver",
                  cpus_per_run: float | None = None, gpus_per_run: float = 1.0, max_retries: int = 2,
-                 modules: list[str] | None = None, runtime_env: dict[str, Any] | None = None) -> None:
+                 modules: list[str] | None = None, runtime_env: dict[str, Any] | None = None,
+                 progress: bool = False) -> None:
         self.ray = import_ray()
         if results not in ("driver", "shared"):
             raise ParameterError("results", results, "'driver' (the task returns the table) or 'shared' (shared folder)",
@@ -120,6 +143,10 @@ class RayExecutor(Executor):
         self.workers = (self.num_cpus or os.cpu_count() or 1) if self.address is None else 1
         self._owns_session = False
         self._pending: dict[Any, Any] = {}
+        #: (run_id, label, fraction) messages of the runs in flight, read by the runner's bar
+        self.progress_queue: queue.SimpleQueue | None = queue.SimpleQueue() if progress else None
+        self._sink: Any = None
+        self.progress_messages = 0
 
     # ------------------------------------------------------------------ session
     def start(self) -> None:
@@ -162,12 +189,19 @@ class RayExecutor(Executor):
         ray = self.ray
         modules = self.modules if self.modules is not None else _plugin_modules(tasks)
         remote = ray.remote(run_on_worker)
+        if self.progress_queue is not None and self._sink is None:
+            from ray.util.queue import Queue
+
+            self._sink = Queue(actor_options={"num_cpus": 0})
         self._pending = {}
         for task in tasks:
-            ref = remote.options(**self._options(task)).remote(fn, task, modules, self.results)
+            ref = remote.options(**self._options(task)).remote(fn, task, modules, self.results, self._sink)
             self._pending[ref] = task
         while self._pending:
-            ready, _ = ray.wait(list(self._pending), num_returns=1)
+            ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=None if self._sink is None else 0.5)
+            self._forward_progress()
+            if not ready:
+                continue
             ref = ready[0]
             task = self._pending.pop(ref)
             try:
@@ -179,11 +213,31 @@ class RayExecutor(Executor):
                 # The driver writes the table the worker returned, with the store's atomic write:
                 # the file appears complete or not at all, as with the local executor.
                 atomic_write(Path(task.root) / result.file, lambda tmp, data=payload: tmp.write_bytes(data))
+            if not self._pending:
+                self._forward_progress()  # the last runs' messages, before the bar closes
             yield task, result
+
+    def _forward_progress(self) -> None:
+        if self._sink is None:
+            return
+        try:
+            n = self._sink.qsize()
+            items = self._sink.get_nowait_batch(n) if n else []
+        except Exception:  # progress is a courtesy: never let it break the sweep
+            return
+        for item in items:
+            self.progress_messages += 1
+            self.progress_queue.put(item)
 
     def shutdown(self, cancel: bool = False) -> None:
         ray = self.ray
         pending, self._pending = self._pending, {}
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            try:
+                sink.shutdown(force=True)
+            except Exception:
+                pass
         if cancel and pending and ray.is_initialized():
             for ref in pending:
                 try:
