@@ -237,7 +237,7 @@ def measure_staleness(params: StalenessParams, seed: int, confidence: float = 0.
             if tau > 0:
                 a, bias = measure_bias(tau, params, seed)
                 for ai, bi in zip(a[:: max(1, len(a) // 12)], bias[:: max(1, len(a) // 12)]):
-                    rows.append(dict(quantity="relative bias of the stale gradient, E g(theta_{t-tau}) / grad F(theta_t) - 1",
+                    rows.append(dict(quantity="stale-gradient bias g(theta_{t-tau}) / g(theta_t) - 1",
                                      series=f"tau = {tau}", x_name="lr h", x=float(ai), measured=float(bi),
                                      predicted=stale_gradient_bias(float(ai), tau), log_x=True, log_y=True))
         for tau in sorted(set(params.variance_delays)):
