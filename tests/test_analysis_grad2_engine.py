@@ -46,6 +46,15 @@ def test_sync_step_time_exponential_matches_order_statistic():
     assert abs(per_rep.mean() - pred) <= 5 * per_rep.std(ddof=1) / math.sqrt(per_rep.size)
 
 
+def test_time_to_target_constant_workers_is_steps_times_step_time():
+    """Constant worker times (every step takes exactly 1) and almost no noise (floor ~ 3e-8): the
+    replicate-mean error follows rho^(2t) mean ||e_0||^2, so the measured time equals the predicted
+    steps to target exactly."""
+    p = stragglers.StragglerParams(target=0.05, noise_std=1e-3, target_replicates=8, max_steps=80)
+    tm, lo, hi, tp, n = stragglers.measure_time_to_target(ConstantTime(value=1.0), 4, 0, p, seed=3)
+    assert math.isfinite(n) and tm == pytest.approx(tp) and tp == pytest.approx(n)
+
+
 # ----------------------------------------------------------------------------- staleness
 def test_engine_fixed_delay_follows_the_delayed_recursion_exactly():
     """sgd_async (fixed delay tau) on the noise-free 1-D sphere (gradient 2x) is exactly

@@ -62,6 +62,8 @@ backup_workers = [0]
 compute_times = [{ kind = "exponential", mean_time = 1.0 }]
 replicates = 4
 steps = 5
+target_replicates = 4
+max_steps = 30
 """
 
 

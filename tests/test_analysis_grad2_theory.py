@@ -67,6 +67,22 @@ def test_expected_step_time_dispatch_matches_engine_helper():
     assert stragglers.expected_step_time(sh, 4) == pytest.approx(1.0 + 0.5 * 25 / 12, rel=1e-12)
 
 
+def test_time_to_target_formula():
+    """The floor is the tau = 0 Lyapunov variance per coordinate times D (h = 2, c = 4 sigma^2), and
+    steps_to_target is the first t where the expected-error recursion e <- rho^2 e + (1 - rho^2) F_inf
+    reaches the target (iterated exactly)."""
+    D, lr, sigma, B = 10, 0.1, 1.0, 32
+    floor = stragglers.noisy_sphere_floor(D, lr, sigma, B)
+    assert floor == pytest.approx(D * staleness.delayed_stationary_variance(lr, 2.0, 4 * sigma**2, B, 0), rel=1e-10)
+    e, t, rho2 = 100.0, 0, (1 - 2 * lr) ** 2
+    while e > 0.05:
+        e = rho2 * e + (1 - rho2) * floor
+        t += 1
+    assert stragglers.steps_to_target(100.0, floor, lr, 0.05) == t
+    assert stragglers.steps_to_target(100.0, 0.06, lr, 0.05) == math.inf
+    assert stragglers.steps_to_target(0.01, floor, lr, 0.05) == 0.0
+
+
 # ----------------------------------------------------------------------------- staleness
 @pytest.mark.parametrize("tau", [0, 1, 2, 4, 8])
 def test_stability_bound_is_where_roots_cross_the_unit_circle(tau):

@@ -23,6 +23,17 @@ times: K workers process K shards per step, a throughput speedup of only ``K / H
 32), and a few backup workers buy most of it back.  Time to target at a fixed global batch is
 (steps to target, which the worker count does not change) x E[step time].
 
+Time to target (exact in expectation).  On the noisy sphere (per-example gradient ``2(theta - s - xi)``,
+``xi ~ N(0, sigma^2 I)``) SGD with rate lr and global batch ``B = K * shard`` has, with ``rho = 1 - 2 lr``,
+
+    E||e_t||^2 = rho^(2t) E||e_0||^2 + F_inf (1 - rho^(2t)),     F_inf = D lr sigma^2 / (B (1 - lr))
+
+(the Lyapunov floor of ``evosgd.analysis.sgd_stationary`` with h = 2, c = 4 sigma^2), so the expected
+error reaches a target eps > F_inf after ``t* = ceil(ln((eps - F_inf)/(E||e_0||^2 - F_inf)) / ln rho^2)``
+steps, in expected time ``t* E[T_(K:N)]``: more workers lower the floor (a bigger batch) but every step
+waits for the slowest — the time to target has an optimum in K, and targets below a floor are
+never reached.
+
 The measurement steps the engine's ``sgd_sync`` optimizer (on a tiny noise-free sphere: the
 gradient is irrelevant to the clock) and reads its ``step_time`` metric; per-replicate means
 are iid, so the Student-t interval over replicates is the CI.
@@ -111,6 +122,22 @@ def expected_step_time(spec: Any, workers: int, backup_workers: int = 0, comm_ti
     return t + comm_time
 
 
+def noisy_sphere_floor(dim: int, lr: float, noise_std: float, batch_size: int) -> float:
+    """Stationary ``E||theta - s||^2`` of SGD on the noisy sphere: ``D lr sigma^2 / (B (1 - lr))``."""
+    return dim * lr * noise_std**2 / (batch_size * (1.0 - lr))
+
+
+def steps_to_target(initial: float, floor: float, lr: float, target: float) -> float:
+    """First t with ``rho^(2t) initial + floor (1 - rho^(2t)) <= target`` (rho = 1 - 2 lr); inf if
+    the target is not above the floor."""
+    if target <= floor:
+        return math.inf
+    if initial <= target:
+        return 0.0
+    rho2 = (1.0 - 2.0 * lr) ** 2
+    return float(math.ceil(math.log((target - floor) / (initial - floor)) / math.log(rho2)))
+
+
 def describe_time(spec: Any) -> str:
     d = spec.model_dump()
     kind = d.pop("kind")
@@ -131,6 +158,14 @@ class StragglerParams(BaseModel):
     comm_time: float = Field(0.0, ge=0.0, description="communication time added to every step")
     replicates: int = Field(32, ge=2, description="independent replicates (the CI is over their mean step times)")
     steps: int = Field(50, ge=1, description="steps per replicate and configuration")
+    target: float | None = Field(0.05, gt=0.0, description="time-to-target part: target for E||theta - theta*||^2 on the noisy "
+                                                            "sphere (None: skip the part)")
+    shard: int = Field(4, ge=1, description="time-to-target part: examples per worker (global batch = K * shard)")
+    lr: float = Field(0.1, gt=0.0, lt=0.5, description="time-to-target part: learning rate (the sphere's curvature is 2)")
+    noise_std: float = Field(1.0, gt=0.0, description="time-to-target part: per-example noise sigma of the sphere")
+    dim: int = Field(10, ge=1, description="time-to-target part: dimension of the sphere")
+    target_replicates: int = Field(64, ge=2, description="time-to-target part: replicates (the expected error is their mean)")
+    max_steps: int = Field(150, ge=1, description="time-to-target part: steps before giving up (the default target is reached in ~20)")
 
 
 def measure_step_times(spec: Any, workers: int, backup: int, comm: float, *, replicates: int, steps: int,
@@ -142,6 +177,43 @@ def measure_step_times(spec: Any, workers: int, backup: int, comm: float, *, rep
     for _ in range(steps):
         opt.step()
     return budget.sim_time / steps  # the engine's simulated clock, advanced by each step's drawn duration
+
+
+def measure_time_to_target(spec: Any, workers: int, backup: int, params: StragglerParams, *, seed: int,
+                           confidence: float = 0.95) -> tuple[float, float, float, float, float]:
+    """Engine ``sgd_sync`` on the noisy sphere: (measured time at which the replicate-mean error first
+    reaches the target, its bootstrap CI, predicted time, predicted steps); NaN if never reached."""
+    B = workers * params.shard
+    land = small_landscape("sphere", {"dim": params.dim, "noise_std": params.noise_std}, replicates=params.target_replicates, seed=seed)
+    opt, budget = make_optimizer("sgd_sync", {"lr": params.lr, "batch_size": B, "workers": workers, "backup_workers": backup,
+                                              "compute_time": spec.model_dump(), "comm_time": params.comm_time}, land, seed=seed)
+    s = land.optimum()
+    e0 = ((land.initial_point - s) ** 2).sum(-1).numpy()
+    floor = noisy_sphere_floor(params.dim, params.lr, params.noise_std, B)
+    n_pred = steps_to_target(float(e0.mean()), floor, params.lr, float(params.target))
+    t_pred = n_pred * expected_step_time(spec, workers, backup, params.comm_time) if math.isfinite(n_pred) else math.nan
+    errs, times = [e0], [np.zeros_like(e0)]
+    for _ in range(params.max_steps):
+        opt.step()
+        errs.append(((opt.recommend() - s) ** 2).sum(-1).numpy())
+        times.append(budget.sim_time.copy())
+        if errs[-1].mean() <= params.target and len(errs) > 2 * max(n_pred if math.isfinite(n_pred) else 0, 1):
+            break
+    E, Tm = np.stack(errs, axis=1), np.stack(times, axis=1)  # [R, steps + 1]
+
+    def first_time(idx: np.ndarray) -> np.ndarray:  # idx [m, R] resamples of replicates
+        curve = E[idx].mean(axis=1)  # [m, steps + 1]
+        hit = curve <= params.target
+        k = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+        t = Tm[idx].mean(axis=1)[np.arange(len(k)), k]
+        return np.where(k >= 0, t, np.nan)
+
+    est = float(first_time(np.arange(E.shape[0])[None])[0])
+    rng = np.random.default_rng(seed)
+    boot = first_time(rng.integers(0, E.shape[0], size=(400, E.shape[0])))
+    lo, hi = (np.nanquantile(boot, [0.5 - confidence / 2, 0.5 + confidence / 2]) if np.isfinite(boot).mean() > 0.5
+              else (math.nan, math.nan))
+    return est, float(lo), float(hi), t_pred, n_pred
 
 
 def measure_stragglers(params: StragglerParams, seed: int, confidence: float = 0.95) -> AnalysisResult:
@@ -167,9 +239,19 @@ def measure_stragglers(params: StragglerParams, seed: int, confidence: float = 0
                                      x_name="workers K", x=float(K), measured=K * base / m,
                                      measured_low=K * base / hi if hi > 0 else math.nan, measured_high=K * base / lo if lo > 0 else math.nan,
                                      predicted=K * base / pred, log_x=True, log_y=True))
-                    table.append(dict(compute_time=name, workers=K, backup_workers=backup, measured_step_time=m,
-                                      predicted_step_time=pred, slowdown_vs_one_worker=pred / base,
-                                      predicted_speedup=K * base / pred))
+                    row = dict(compute_time=name, workers=K, backup_workers=backup, measured_step_time=m,
+                               predicted_step_time=pred, slowdown_vs_one_worker=pred / base, predicted_speedup=K * base / pred)
+                    if params.target is not None:
+                        tm, tlo, thi, tp, n_pred = measure_time_to_target(spec, K, backup, params, seed=seed + 7919 * K + backup,
+                                                                          confidence=confidence)
+                        row.update(global_batch=K * params.shard, predicted_steps_to_target=n_pred, measured_time_to_target=tm,
+                                   predicted_time_to_target=tp)
+                        if math.isfinite(tp) or math.isfinite(tm):
+                            rows.append(dict(quantity=f"time to target E||theta - theta*||^2 <= {fmt(params.target)} (noisy sphere, "
+                                                      f"batch = {params.shard} K)", series=series, x_name="workers K", x=float(K),
+                                             measured=tm, measured_low=tlo, measured_high=thi, predicted=tp, unit="time units",
+                                             log_x=True, log_y=True))
+                    table.append(row)
     t = pd.DataFrame(table)
     notes = [f"the order-statistic prediction lies inside the measured {confidence:.0%} CI of the mean step time at "
              f"{inside} of {total} (distribution, K, backup) settings ({params.replicates} replicates x {params.steps} steps each); "
@@ -189,6 +271,18 @@ def measure_stragglers(params: StragglerParams, seed: int, confidence: float = 0
             notes.append(f"{name}, K = {kmax}: {int(last.backup_workers)} backup workers cut the predicted step time from "
                          f"{fmt(first.predicted_step_time)} to {fmt(last.predicted_step_time)} "
                          f"(measured {fmt(first.measured_step_time)} -> {fmt(last.measured_step_time)}).")
+    if params.target is not None and "predicted_time_to_target" in t:
+        for name, g in t[t.backup_workers == t.backup_workers.min()].groupby("compute_time", sort=False):
+            reach = g[np.isfinite(g.predicted_time_to_target)]
+            never = g[~np.isfinite(g.predicted_time_to_target)]
+            if len(reach):
+                best = reach.loc[reach.predicted_time_to_target.idxmin()]
+                mbest = reach.loc[reach.measured_time_to_target.idxmin()] if reach.measured_time_to_target.notna().any() else None
+                notes.append(f"{name}: time to E||e||^2 <= {fmt(params.target)} is predicted shortest with K = {int(best.workers)} "
+                             f"({fmt(float(best.predicted_time_to_target))} time units)"
+                             + (f", measured shortest with K = {int(mbest.workers)}" if mbest is not None else "")
+                             + (f"; K <= {int(never.workers.max())} never reach it (their batch's noise floor is above the target)"
+                                if len(never) else "") + ".")
     return AnalysisResult(comparison_rows(rows), tables={"step_time": t}, notes=notes, confidence=confidence,
                           title="Synchronous step time against order statistics (stragglers, backup workers)")
 
