@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from evosgd.analysis import clipping, confidence_lr, momentum, pairwise, staleness, stragglers
+from evosgd.analysis import (
+    clipping,
+    confidence_lr,
+    momentum,
+    pairwise,
+    staleness,
+    stragglers,
+)
 from evosgd.analysis.grad2_common import make_optimizer, small_landscape
 from evosgd.core.analysis_api import AnalysisContext
 from evosgd.core.registry import ANALYSES
@@ -51,7 +58,7 @@ def test_time_to_target_constant_workers_is_steps_times_step_time():
     replicate-mean error follows rho^(2t) mean ||e_0||^2, so the measured time equals the predicted
     steps to target exactly."""
     p = stragglers.StragglerParams(target=0.05, noise_std=1e-3, target_replicates=8, max_steps=80)
-    tm, lo, hi, tp, n = stragglers.measure_time_to_target(ConstantTime(value=1.0), 4, 0, p, seed=3)
+    tm, _, _, tp, n = stragglers.measure_time_to_target(ConstantTime(value=1.0), 4, 0, p, seed=3)
     assert math.isfinite(n) and tm == pytest.approx(tp) and tp == pytest.approx(n)
 
 

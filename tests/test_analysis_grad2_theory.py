@@ -10,7 +10,14 @@ import pytest
 import torch
 from scipy import stats
 
-from evosgd.analysis import clipping, confidence_lr, momentum, pairwise, staleness, stragglers
+from evosgd.analysis import (
+    clipping,
+    confidence_lr,
+    momentum,
+    pairwise,
+    staleness,
+    stragglers,
+)
 from evosgd.analysis.grad2_common import log_slope
 from evosgd.core.errors import ParameterError
 
@@ -58,7 +65,11 @@ def test_lognormal_order_statistic_against_monte_carlo():
 
 
 def test_expected_step_time_dispatch_matches_engine_helper():
-    from evosgd.gradient.distributed import ExponentialTime, expected_sync_step_time, ShiftedExponentialTime
+    from evosgd.gradient.distributed import (
+        ExponentialTime,
+        ShiftedExponentialTime,
+        expected_sync_step_time,
+    )
 
     spec = ExponentialTime(kind="exponential", mean_time=2.0)
     for K, b in [(1, 0), (8, 0), (8, 3)]:
@@ -186,7 +197,10 @@ def test_oracle_factor_minimises_one_step_error():
     """d/dc of (h/2)[(1-c)^2 e2 + c^2 N/h^2] vanishes at c* = h^2 e2 / (h^2 e2 + N)."""
     h, e2, N = 2.0, 0.7, 1.3
     c = confidence_lr.oracle_factor(h * h * e2, N)
-    f = lambda x: confidence_lr.one_step_error(x, e2, N, h)  # noqa: E731
+
+    def f(x: float) -> float:
+        return confidence_lr.one_step_error(x, e2, N, h)
+
     assert (f(c + 1e-6) - f(c - 1e-6)) / 2e-6 == pytest.approx(0.0, abs=1e-8)
     assert f(c) < f(1.0) and f(c) < f(0.0)
     assert f(c) == pytest.approx(0.5 * h * e2 / (1 + h * h * e2 / N), rel=1e-12)  # (h/2)||e||^2 / (1 + snr)

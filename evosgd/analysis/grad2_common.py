@@ -10,7 +10,8 @@ numbers out) and separate from the measurement.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

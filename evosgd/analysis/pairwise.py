@@ -25,7 +25,6 @@ direction of the learning signal.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import numpy as np
@@ -34,10 +33,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from evosgd.analysis.grad2_common import small_landscape
-from evosgd.analysis.grad_common import analysis_generator, bootstrap_ci, fmt, mean_ci, single_thread
+from evosgd.analysis.grad_common import (
+    bootstrap_ci,
+    fmt,
+    mean_ci,
+    single_thread,
+)
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
-from evosgd.core.seeding import make_generator
 from evosgd.core.registry import ANALYSES
+from evosgd.core.seeding import make_generator
 
 KIND = "pairwise_batch"
 Composition = Literal["random", "class_balanced", "hard_negatives"]

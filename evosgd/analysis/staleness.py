@@ -229,7 +229,7 @@ def measure_staleness(params: StalenessParams, seed: int, confidence: float = 0.
         for tau in sorted(set(params.delays)):
             lo, hi = measure_boundary(tau, params, seed)
             pred = delayed_stability_bound(tau)
-            mid = math.sqrt(lo * hi) if lo == lo and hi == hi else (lo if lo == lo else hi)
+            mid = math.sqrt(lo * hi) if not (math.isnan(lo) or math.isnan(hi)) else (hi if math.isnan(lo) else lo)
             rows.append(dict(quantity="stability boundary of delayed GD, lr h", series="", x_name="staleness tau", x=float(tau),
                              measured=mid, measured_low=lo, measured_high=hi, predicted=pred, log_x=False, log_y=True))
             bound_rows.append(dict(tau=tau, largest_stable=lo, smallest_unstable=hi, predicted=pred,
@@ -273,7 +273,8 @@ def measure_staleness(params: StalenessParams, seed: int, confidence: float = 0.
                                          log_x=True, log_y=True))
                 best_m, best_p = grid[int(np.argmin(curve_m))], grid[int(np.argmin(curve_p))]
                 stack = np.stack([finals[lr] for lr in grid], axis=1)  # [R, lrs]
-                _, blo, bhi = bootstrap_ci(stack, lambda x: np.asarray(grid)[np.argmin(x.mean(axis=-2), axis=-1)],
+                lrs = np.asarray(grid)
+                _, blo, bhi = bootstrap_ci(stack, lambda x, lrs=lrs: lrs[np.argmin(x.mean(axis=-2), axis=-1)],
                                            confidence=confidence, seed=seed)
                 rows.append(dict(quantity=f"best learning rate on the grid after T = {params.horizon} steps", series=f"b = {b}",
                                  x_name="staleness tau", x=float(tau), measured=best_m, measured_low=blo, measured_high=bhi,

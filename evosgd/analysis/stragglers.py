@@ -55,7 +55,12 @@ from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import ANALYSES
 from evosgd.gradient.distributed import (
-    ConstantTime, ExponentialTime, LognormalTime, ShiftedExponentialTime, StragglerTime, WorkerTimeSpec,
+    ConstantTime,
+    ExponentialTime,
+    LognormalTime,
+    ShiftedExponentialTime,
+    StragglerTime,
+    WorkerTimeSpec,
 )
 
 KIND = "straggler_step_time"
