@@ -217,3 +217,16 @@ def test_bad_params_are_refused():
         ANALYSES.validate("clipping_cliff", {"lr": 0.7})
     with pytest.raises(ParameterError):
         staleness.measure_staleness(staleness.StalenessParams(delays=[0], variance_delays=[4], lr=0.5, scan_steps=20), seed=0)
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug (reported): per_example_grads on a landscape whose loss ignores the "
+                                       "batch (noise-free analytic) mixes replicates when n == R and raises otherwise; "
+                                       "torch.func.vmap expands an unbatched output at out_dims=1 without inserting the dim")
+def test_confidence_rule_is_the_constant_step_without_noise():
+    """Exact case: with no per-example noise V = 0, the snr rule's factor is 1, and one step of
+    lr = 1/h on the sphere lands on the optimum."""
+    land = small_landscape("sphere", {"dim": 3}, replicates=4, seed=7)
+    opt, _ = make_optimizer("sgd", {"lr": 0.5, "batch_size": 4, "confidence": "snr"}, land, seed=7)
+    opt.step()
+    np.testing.assert_allclose(opt.metrics()["confidence"].numpy(), 1.0)
+    np.testing.assert_allclose((opt.recommend() - land.optimum()).numpy(), 0.0, atol=1e-12)
