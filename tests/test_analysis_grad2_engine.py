@@ -219,9 +219,6 @@ def test_bad_params_are_refused():
         staleness.measure_staleness(staleness.StalenessParams(delays=[0], variance_delays=[4], lr=0.5, scan_steps=20), seed=0)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug (reported): per_example_grads on a landscape whose loss ignores the "
-                                       "batch (noise-free analytic) mixes replicates when n == R and raises otherwise; "
-                                       "torch.func.vmap expands an unbatched output at out_dims=1 without inserting the dim")
 def test_confidence_rule_is_the_constant_step_without_noise():
     """Exact case: with no per-example noise V = 0, the snr rule's factor is 1, and one step of
     lr = 1/h on the sphere lands on the optimum."""

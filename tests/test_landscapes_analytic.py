@@ -214,3 +214,16 @@ def test_float32_and_smoothing_without_closed_form():
     # Monte Carlo smoothing uses one fixed noise set: deterministic
     assert torch.equal(L.true_loss(L.initial_point), L.true_loss(L.initial_point))
     assert np.isfinite(build_landscape("schwefel", {"dim": 2}).true_loss(torch.zeros(1, 2)).item())
+
+
+def test_per_example_grads_of_a_batch_independent_loss_keep_replicates_apart():
+    """Noise-free sphere: every example's gradient is replicate r's own gradient 2 (x - s_r)."""
+    from evosgd.landscapes import build_landscape, per_example_grads
+
+    for R in (2, 4):
+        land = build_landscape("sphere", {"dim": 3}, replicates=R, seed=0, dtype=torch.float64)
+        batch = land.sample(4, torch.Generator().manual_seed(0))
+        g = per_example_grads(land, land.initial_point, batch)
+        expected = 2 * (land.initial_point - land.shift)
+        assert g.shape == (R, 4, 3)
+        torch.testing.assert_close(g, expected[:, None, :].expand(R, 4, 3))

@@ -137,4 +137,6 @@ def per_example_grads(landscape: Landscape, theta: torch.Tensor, batch: Batch, t
         b = {k: v.unsqueeze(1) for k, v in example.items()}
         return landscape.loss(th, b, t).sum()
 
-    return vmap(grad(one), in_dims=(None, 1), out_dims=1)(theta.detach(), batch)
+    # out_dims=0 then move: with out_dims=1 vmap broadcasts an output that does not depend on
+    # the example (a noise-free analytic loss) along the wrong dimension.
+    return vmap(grad(one), in_dims=(None, 1), out_dims=0)(theta.detach(), batch).movedim(0, 1)
