@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,10 +29,11 @@ SWEEP = {
                  "budget": {"max_cost": 1500}, "record": {"log_points": 6}},
     "landscape": {"kind": "ellipsoid", "dim": 4, "condition": 10.0, "noise_std": 0.1},
     "optimizer": [{"label": "sgd", "kind": "sgd", "batch_size": 4, "lr": 0.02},
-                  {"label": "es", "kind": "one_plus_one_es"}],
+                  {"label": "adam", "kind": "adam", "batch_size": 4, "lr": 0.05}],
     "sweep": {"optimizer.sgd.lr": [0.01, 0.02, 0.04, 0.08]},
 }
-N_RUNS = 5  # 4 swept SGD runs + the ES run
+N_RUNS = 5  # 4 swept SGD runs + the Adam run
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_frames(root: Path) -> dict[str, pd.DataFrame]:
@@ -40,9 +46,10 @@ def assert_same_store(a: Path, b: Path) -> None:
     for k in fa:
         pd.testing.assert_frame_equal(fa[k], fb[k])
     ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (a, b))
-    strip = ("wall_time",)
-    assert {k: {f: v for f, v in e.items() if f not in strip} for k, e in ma["runs"].items()} == \
-           {k: {f: v for f, v in e.items() if f not in strip} for k, e in mb["runs"].items()}
+    assert ma["runs"].keys() == mb["runs"].keys()
+    for k, ea in ma["runs"].items():
+        diff = {f: (v, mb["runs"][k].get(f)) for f, v in ea.items() if f != "wall_time" and mb["runs"][k].get(f) != v}
+        assert not diff, (k, diff)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +87,7 @@ class InterruptAfter:
 
 
 def test_ray_sweep_equals_local_store_and_resumes_only_missing_runs(ray_session, tmp_path):
+    """(One test, so that one Ray instance serves it all under pytest-xdist too.)"""
     from evosgd.run.ray_executor import RayExecutor
 
     sc = load_scenario(SWEEP)
@@ -116,6 +124,35 @@ def test_ray_sweep_equals_local_store_and_resumes_only_missing_runs(ray_session,
     assert_same_store(tmp_path / "local" / "raysweep", store)
     assert load_store(store).runs["run_id"].nunique() == N_RUNS
 
+    # A driver killed with SIGKILL mid-sweep (another process, joined to this Ray instance as a
+    # second driver): its finished runs are kept, a re-run completes only the missing ones.
+    slow_doc = {**SWEEP, "scenario": {**SWEEP["scenario"], "budget": {"max_cost": 8000}}}  # ~0.3 s a run
+    slow = load_scenario(slow_doc)
+    execute_scenario(slow, tmp_path / "local_slow", workers=1, progress=False)
+    killed = tmp_path / "killed" / "raysweep"
+    code = ("import sys; from evosgd.run import execute_scenario; from evosgd.scenario import load_scenario; "
+            "from evosgd.run.ray_executor import RayExecutor; import json; "
+            "execute_scenario(load_scenario(json.loads(sys.argv[1])), sys.argv[2], progress=False, "
+            "executor=RayExecutor(address=sys.argv[3]))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    address = ray_session.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(slow_doc), str(tmp_path / "killed"), address], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (killed / "runs").is_dir() and any((killed / "runs").glob("*.parquet")):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    kept = {p.stem for p in (killed / "runs").glob("*.parquet")}
+    assert 1 <= len(kept) < N_RUNS, "the kill should land mid-sweep"
+    resume = InterruptAfter(RayExecutor())
+    execute_scenario(slow, tmp_path / "killed", executor=resume, progress=False)
+    assert resume.submitted == N_RUNS - len(kept)
+    assert_same_store(tmp_path / "local_slow" / "raysweep", killed)
+
 
 def test_ray_executor_without_ray_says_how_to_install(monkeypatch):
     real_import = builtins.__import__
@@ -138,3 +175,19 @@ def test_ray_executor_refuses_an_unknown_result_mode():
 
     with pytest.raises(EvosgdError, match="results"):
         RayExecutor(results="nfs")
+
+
+def test_each_run_asks_ray_for_its_own_resources():
+    pytest.importorskip("ray")
+    from evosgd.run.ray_executor import RayExecutor
+    from evosgd.run.runner import Task
+
+    doc = {**SWEEP, "optimizer": [{"label": "ddp", "kind": "sgd_ddp", "workers": 4, "batch_size": 8},
+                                  {"label": "sgd", "kind": "sgd"}]}
+    doc.pop("sweep")
+    ddp, sgd = load_scenario(doc).runs
+    ex = RayExecutor()  # constructing it starts nothing
+    assert ex._options(Task(sgd, "/r", "cpu")) == {"num_cpus": 1.0, "max_retries": 2}
+    assert ex._options(Task(sgd, "/r", "cpu", threads=3))["num_cpus"] == 3.0
+    assert ex._options(Task(sgd, "/r", "cuda:0")) == {"num_cpus": 1.0, "max_retries": 2, "num_gpus": 1.0}
+    assert ex._options(Task(ddp, "/r", "cpu"))["num_cpus"] == 4.0  # its 4 processes

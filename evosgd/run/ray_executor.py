@@ -115,6 +115,8 @@ class RayExecutor(Executor):
     already started in this process (``ray.init`` by the caller) is used as it is and left running.
     ``cpus_per_run`` is the CPU request of a CPU run (``None``: the task's ``threads``);
     ``runtime_env`` is passed to ``ray.init`` (e.g. ``{"working_dir": "."}`` to ship a checkout).
+    ``keep_alive``: keep the Ray session this executor started across sweeps (several scenarios
+    of one command) until :meth:`close`, instead of ending it when a sweep ends.
     ``progress``: the runs in flight report how far they are (through a small Ray queue actor)
     and the driver hands the messages to the runner's progress bar via ``progress_queue``, as
     the local process pool does.
@@ -125,7 +127,7 @@ class RayExecutor(Executor):
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None, results: str = "driver",
                  cpus_per_run: float | None = None, gpus_per_run: float = 1.0, max_retries: int = 2,
                  modules: list[str] | None = None, runtime_env: dict[str, Any] | None = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, keep_alive: bool = False) -> None:
         self.ray = import_ray()
         if results not in ("driver", "shared"):
             raise ParameterError("results", results, "'driver' (the task returns the table) or 'shared' (shared folder)",
@@ -141,6 +143,7 @@ class RayExecutor(Executor):
         # Concurrent runs on *this* machine, for the runner's memory guard (a cluster's nodes
         # hold their own runs, so only a local instance counts).
         self.workers = (self.num_cpus or os.cpu_count() or 1) if self.address is None else 1
+        self.keep_alive = bool(keep_alive)
         self._owns_session = False
         self._pending: dict[Any, Any] = {}
         #: (run_id, label, fraction) messages of the runs in flight, read by the runner's bar
@@ -246,8 +249,14 @@ class RayExecutor(Executor):
                     ray.cancel(ref, force=False)
                 except Exception:
                     pass
-        if self._owns_session and ray.is_initialized():
-            ray.shutdown()  # a local instance stops; a cluster only loses this driver
+        if not self.keep_alive:
+            self.close()
+
+    def close(self) -> None:
+        """End the Ray session this executor started (a local instance stops; a cluster only
+        loses this driver); a session started by the caller is left alone."""
+        if self._owns_session and self.ray.is_initialized():
+            self.ray.shutdown()
         self._owns_session = False
 
 
