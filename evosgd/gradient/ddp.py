@@ -113,6 +113,10 @@ class _Session:
         self.rank, self.world, self.spawned, self.owner, self.backend = rank, world, spawned, owner, backend
         self.helpers = helpers or []
         self.closed = world == 1
+        #: True while a step's collectives are under way: a step cut short (Ctrl-C, an error on
+        #: this rank alone) leaves the helpers inside a collective, where a stop command would
+        #: not match; they are terminated instead
+        self.in_step = False
 
     @property
     def driver(self) -> bool:
@@ -131,8 +135,10 @@ class _Session:
             return
         self.closed = True
         dist = _dist()
+        if self.in_step:
+            _terminate(self.helpers)
         try:
-            if self.driver and dist.is_initialized():
+            if self.driver and not self.in_step and dist.is_initialized():
                 self.command(_STOP)
         except Exception:
             pass  # a helper already gone: nothing to stop
@@ -142,7 +148,10 @@ class _Session:
                 p.terminate()
                 p.join(timeout=5)
         if self.owner and dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                dist.destroy_process_group()
+            except Exception:
+                pass  # a group broken by a dead peer: nothing left to release
 
     def helper_failure(self) -> str | None:
         dead = [(k + 1, p.exitcode) for k, p in enumerate(self.helpers) if p.exitcode not in (None, 0)]
@@ -320,9 +329,11 @@ class DataParallelSGD(GradientOptimizer):
 
     # -- the step -----------------------------------------------------------------------
     def step(self) -> None:
+        self.session.in_step = True
         if self.session.driver and not self.session.closed:
             self.session.command(_STEP)
         super().step()
+        self.session.in_step = False
 
     def _all_reduce(self, buf: torch.Tensor, op: Any = None) -> torch.Tensor:
         dist = _dist()
