@@ -20,7 +20,7 @@ import torch
 from evosgd.core.budget import Budget, BudgetLimits
 from evosgd.core.errors import ConfigError, ParameterError
 from evosgd.core.registry import OPTIMIZERS, load_all
-from evosgd.gradient.ddp import fit_worker_times
+from evosgd.gradient.ddp import fit_worker_times, straggler_check
 from evosgd.landscapes import build_landscape
 from evosgd.run import load_store, run_one
 from evosgd.scenario import load_scenario
@@ -66,6 +66,8 @@ def test_two_gloo_processes_match_sgd_sync_and_sgd_on_the_union_of_the_shards():
         assert b_ddp.sim_time[0] >= times.max(axis=1).sum()  # sim_time = sum of measured step times
         assert np.isclose(m["worker_time_mean"][0], times.mean()) and np.isclose(m["worker_time_min"][0], times.min())
         assert 0 <= m["idle_fraction"][0] < 1
+        check = straggler_check(times)  # the measured times feed the straggler model
+        assert check["workers"] == 2 and check["measured"] >= check["mean_worker"] > 0
     finally:
         opt.close()
     helper = opt.session.helpers[0]
@@ -98,6 +100,19 @@ def test_fit_worker_times_recovers_known_distributions():
     assert abs(fit["mu"] + 1.0) < 0.018 and abs(fit["sigma"] - 0.5) < 0.013
     with pytest.raises(ParameterError):
         fit_worker_times([1.0])
+
+
+def test_straggler_check_predicts_the_slowest_of_k_shifted_exponential_workers():
+    rng = np.random.default_rng(8)
+    steps, K = 4000, 4
+    times = 0.5 + rng.exponential(0.25, size=(steps, K))
+    out = straggler_check(times)
+    # E[max of 4] = 0.5 + 0.25 H_4 = 1.0208; sd of the max = 0.25 sqrt(sum_{i<=4} 1/i^2) = 0.355, so the mean
+    # over 4000 steps has sd 0.0056 (plus the fit's error, smaller): 5 sd = 0.028
+    assert abs(out["measured"] - (0.5 + 0.25 * (1 + 1 / 2 + 1 / 3 + 1 / 4))) < 0.028
+    assert abs(out["predicted_shifted_exponential"] - out["measured"]) < 0.028
+    # the unshifted exponential model of the same mean overstates the wait: 0.75 H_4 = 1.5625
+    assert out["predicted_exponential"] > out["measured"] + 0.4
 
 
 SCENARIO = """

@@ -24,7 +24,8 @@ times feed the straggler model: :meth:`DataParallelSGD.worker_times` returns the
 K]`` and :func:`fit_worker_times` fits the ``compute_time`` distributions of ``sgd_sync``
 (shifted exponential by maximum likelihood: shift = min, mean = mean - min; lognormal by the
 moments of log T; Pearson 1894 / standard MLE results).  The metrics carry the running
-``worker_time_mean/min/std`` so the fit can also be made from a results store.
+``worker_time_mean/min/std`` so the fit can also be made from a results store, and
+:func:`straggler_check` compares the measured slowest-worker time with the model's ``E[max of K]``.
 
 Two ways to get K processes:
 
@@ -438,4 +439,31 @@ def fit_worker_times(times: Any) -> dict[str, dict[str, Any]]:
         "shifted_exponential": {"kind": "shifted_exponential", "shift": shift,
                                 "mean_time": max(float(t.mean()) - shift, 1e-12)},
         "lognormal": {"kind": "lognormal", "mu": float(log_t.mean()), "sigma": max(float(log_t.std()), 1e-12)},
+    }
+
+
+def straggler_check(times: Any) -> dict[str, float]:
+    """Measured against predicted synchronous step compute time, from worker times ``[steps, K]``.
+
+    The step waits for the slowest of K workers, so its compute part is ``max_k T_k``.  With the
+    worker times fitted by :func:`fit_worker_times` (all steps and workers pooled), the straggler
+    model predicts ``E[max of K]``: ``shift + mean_time * H_K`` for a shifted exponential and
+    ``mean_time * H_K`` for an exponential (Renyi's representation of exponential order
+    statistics, as in ``sgd_sync``).  Returns ``measured`` (mean over steps of the slowest time),
+    the two predictions, and ``mean_worker`` (mean of all times: the K = 1 step).
+    """
+    from evosgd.gradient.distributed import harmonic
+
+    t = np.asarray(times, dtype=np.float64)
+    if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] < 1:
+        raise ParameterError("times", f"shape {t.shape}", "a [steps, K] array of measured worker times")
+    K = t.shape[1]
+    fit = fit_worker_times(t)
+    shifted = fit["shifted_exponential"]
+    return {
+        "workers": float(K),
+        "measured": float(t.max(axis=1).mean()),
+        "mean_worker": float(t.mean()),
+        "predicted_shifted_exponential": shifted["shift"] + shifted["mean_time"] * harmonic(K),
+        "predicted_exponential": fit["exponential"]["mean_time"] * harmonic(K),
     }
