@@ -31,6 +31,7 @@ largest update norm.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -177,3 +178,165 @@ def measure_clipping(params: ClippingParams, seed: int, confidence: float = 0.95
                    "vs threshold against the recovery threshold 2(w-eps)/lr and the step bound lr min(c, G_max)", family="gradient")
 def clipping_cliff(params: ClippingParams, *, context: AnalysisContext) -> AnalysisResult:
     return measure_clipping(params, seed=context.seed, confidence=0.95)
+
+
+# ============================================================================= recurrent network
+#
+# The same question on a vanilla tanh RNN (``rnn`` landscape, Pascanu, Mikolov & Bengio 2013):
+# started with a recurrence of spectral radius > 1 the gradient norm grows like exp(lambda T) with
+# the sequence length, so an unclipped step can be orders of magnitude longer than the steps that
+# trained the network.  The loss of a tanh network is bounded in W, U and c but not in the readout
+# v, whose Hessian is E[h_T h_T^T]: a throw that saturates the hidden states raises its largest
+# eigenvalue towards ||h_T||^2 = H, and plain SGD at learning rate lr is unstable on it once
+# lr lambda_max > 2 -- that is how a thrown RNN ends with a non-finite loss.  Clipping bounds every
+# step by lr c (the one exact prediction here); divergence and final loss against c are measured.
+
+RNN_KIND = "clipping_rnn"
+
+
+class ClippingRNNParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    thresholds: list[float] = Field([0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0], min_length=1,
+                                    description="clip_norm thresholds c (an unclipped run is always added)")
+    lr: float = Field(0.2, gt=0.0, description="learning rate of SGD (0.2: the readout is stable at the start, "
+                                                "lr lambda_max(E[h h^T]) < 2, in most replicates, but not after a throw)")
+    batch_size: int = Field(16, ge=1, description="mini-batch size b")
+    steps: int = Field(500, ge=1, description="steps of each run")
+    check_every: int = Field(25, ge=1, description="the full loss is measured every this many steps (for the blow-up rate)")
+    blowup_factor: float = Field(10.0, gt=1.0, description="a run blows up when its full loss ever exceeds this times its initial loss")
+    replicates: int = Field(16, ge=2, description="replicates (datasets, teachers and starting points)")
+    n_examples: int = Field(256, ge=1, description="sequences per dataset")
+    sequence_length: int = Field(30, ge=1, description="T")
+    hidden: int = Field(16, ge=1, description="hidden size H")
+    input_std: float = Field(0.5, gt=0.0, description="input standard deviation")
+    init_spectral_radius: float = Field(3.0, ge=0.0, description="spectral radius of W at the start (> 1: exploding gradients)")
+    task: Literal["teacher", "memory"] = Field("teacher", description="rnn task: teacher or memory")
+    dtype: Literal["float32", "float64"] = Field("float32", description="precision of the runs (float32 as in practice)")
+
+
+def median_ci(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(median, low, high): distribution-free interval of the median from order statistics -- the
+    number of values below the median is Binomial(n, 1/2), so ``[x_(l), x_(n+1-l)]`` with
+    ``l = F^-1(alpha/2)`` covers it with probability >= confidence (Conover 1999, sec. 3.2).
+    Non-finite values (diverged runs) sort as +inf."""
+    from scipy import stats
+
+    a = np.sort(np.where(np.isnan(x), np.inf, np.asarray(x, dtype=np.float64)))
+    n = a.size
+    l = int(stats.binom.ppf((1.0 - confidence) / 2.0, n, 0.5))
+    lo = float(a[l - 1]) if l >= 1 else -math.inf
+    hi = float(a[n - l]) if l >= 1 else math.inf
+    with np.errstate(over="ignore", invalid="ignore"):  # the middle pair of blown-up runs may overflow when averaged
+        mid = float(np.median(a))
+    return mid, lo, hi
+
+
+def rnn_landscape(params: ClippingRNNParams, seed: int):
+    return small_landscape("rnn", {"n_examples": params.n_examples, "sequence_length": params.sequence_length,
+                                   "hidden": params.hidden, "input_std": params.input_std,
+                                   "init_spectral_radius": params.init_spectral_radius, "task": params.task},
+                           replicates=params.replicates, seed=seed, dtype=getattr(torch, params.dtype))
+
+
+def readout_curvature(land) -> np.ndarray:
+    """``lambda_max(E[h_T h_T^T])`` at the starting point, per replicate: the largest eigenvalue of the
+    loss's Hessian in the readout v (exact: the loss is quadratic in v)."""
+    from evosgd.landscapes.rnn import rnn_forward
+
+    x = land.full_batch()["x"]
+    _, states = rnn_forward(land.initial_point.unsqueeze(1), x, land.hidden, land.inputs, return_states=True)
+    h = states[:, 0, :, -1].double()
+    return torch.linalg.eigvalsh(torch.einsum("rni,rnj->rij", h, h) / h.shape[1])[:, -1].numpy()
+
+
+def run_clipped_rnn(params: ClippingRNNParams, threshold: float | None, seed: int) -> dict[str, np.ndarray]:
+    """SGD (``clip_norm = threshold`` or unclipped) on the rnn landscape: per replicate the initial and
+    final full loss, whether it diverged (non-finite), blew up, and the largest update norm."""
+    land = rnn_landscape(params, seed)
+    p: dict = {"lr": params.lr, "batch_size": params.batch_size}
+    if threshold is not None:
+        p["clip_norm"] = threshold
+    opt, _ = make_optimizer("sgd", p, land, seed=seed)
+    with torch.no_grad():
+        start = land.true_loss(land.initial_point).double()
+    worst = start.clone()
+    biggest = torch.zeros(params.replicates, dtype=torch.float64)
+    prev = opt.recommend().clone()
+    for k in range(1, params.steps + 1):
+        opt.step()
+        cur = opt.recommend()
+        biggest = torch.maximum(biggest, torch.linalg.vector_norm((cur - prev).double(), dim=-1).nan_to_num(math.inf))
+        prev = cur.clone()
+        if k % params.check_every == 0 or k == params.steps:
+            with torch.no_grad():
+                now = land.true_loss(cur).double().nan_to_num(math.inf)
+            worst = torch.maximum(worst, now)
+    final = now.numpy()
+    diverged = opt.diverged.numpy() | ~np.isfinite(final)
+    return {"initial": start.numpy(), "final": final, "diverged": diverged,
+            "blew_up": diverged | (worst.numpy() > params.blowup_factor * start.numpy()),
+            "largest_step": biggest.numpy()}
+
+
+def initial_gradient_norms(params: ClippingRNNParams, seed: int) -> np.ndarray:
+    land = rnn_landscape(params, seed)
+    th = land.initial_point.clone().requires_grad_(True)
+    land.true_loss(th).sum().backward()
+    return th.grad.double().norm(dim=-1).numpy()
+
+
+def measure_clipping_rnn(params: ClippingRNNParams, seed: int, confidence: float = 0.95) -> AnalysisResult:
+    lr, n = params.lr, params.replicates
+    with single_thread():
+        g0 = initial_gradient_norms(params, seed)
+        curv = readout_curvature(rnn_landscape(params, seed))
+        x_free = float(max(g0.max(), 10.0 * max(params.thresholds)))
+        rows, table = [], []
+        for c in sorted(set(params.thresholds)) + [None]:
+            out = run_clipped_rnn(params, c, seed)
+            x = x_free if c is None else c
+            series = "unclipped (drawn right of every c)" if c is None else "clip_norm = c"
+            for name, flag in (("divergence rate (non-finite loss)", out["diverged"]),
+                               (f"blow-up rate (loss > {fmt(params.blowup_factor)} x initial, or diverged)", out["blew_up"])):
+                k = int(flag.sum())
+                f, lo, hi = proportion_ci(k, n, confidence)
+                rows.append(dict(quantity=name, series=series, x_name="clip threshold c", x=x, measured=f, measured_low=lo,
+                                 measured_high=hi, log_x=True, log_y=False))
+            m, lo, hi = median_ci(out["final"], confidence)
+            rows.append(dict(quantity="final loss (median over runs; diverged = inf)", series=series, x_name="clip threshold c",
+                             x=x, measured=m, measured_low=lo, measured_high=hi, log_x=True, log_y=True))
+            bound = math.inf if c is None else lr * c
+            step = float(out["largest_step"].max())
+            rows.append(dict(quantity="largest update norm (max over runs)", series=series, x_name="clip threshold c", x=x,
+                             measured=step, predicted=bound if c is not None else math.nan, log_x=True, log_y=True))
+            table.append(dict(threshold=x, clipped=c is not None, runs=n, diverged=int(out["diverged"].sum()),
+                              blew_up=int(out["blew_up"].sum()), trained=int((out["final"] < out["initial"]).sum()),
+                              median_final_loss=m,
+                              mean_initial_loss=float(out["initial"].mean()), largest_step=step, step_bound=bound))
+    t = pd.DataFrame(table)
+    free = t[~t.clipped].iloc[0]
+    clipped = t[t.clipped]
+    best = clipped.loc[clipped.median_final_loss.idxmin()]
+    stable = int((lr * curv < 2.0).sum())
+    notes = [f"rnn ({params.task}), H = {params.hidden}, T = {params.sequence_length}, spectral radius of W at the start "
+             f"{fmt(params.init_spectral_radius)}; ||grad L|| at the start: median {fmt(float(np.median(g0)))}, max {fmt(float(g0.max()))}; "
+             f"SGD lr = {fmt(lr)}, b = {params.batch_size}, {params.steps} steps, {n} replicates.",
+             f"unclipped: {int(free.diverged)} of {n} runs diverge (non-finite loss), {int(free.blew_up)} blow up; "
+             f"largest step {fmt(float(free.largest_step))}.",
+             f"clipped: divergences {int(clipped.diverged.min())}..{int(clipped.diverged.max())} of {n} over {len(clipped)} thresholds; "
+             f"best median final loss {fmt(float(best.median_final_loss))} at c = {fmt(float(best.threshold))} "
+             f"(initial loss {fmt(float(best.mean_initial_loss))}).",
+             f"every clipped run's largest step is within lr c: {bool((clipped.largest_step <= clipped.step_bound * (1 + 1e-5)).all())}.",
+             f"readout stability at the start (lr lambda_max(E[h_T h_T^T]) < 2): {stable} of {n} replicates; a throw that saturates "
+             f"h_T raises lambda_max towards H = {params.hidden} (lr H = {fmt(lr * params.hidden)})."]
+    return AnalysisResult(comparison_rows(rows), tables={"clipping_rnn": t}, notes=notes, confidence=confidence,
+                          title="Gradient clipping on a recurrent network with exploding gradients: divergence, blow-up and "
+                                "final loss vs threshold")
+
+
+@ANALYSES.register(RNN_KIND, ClippingRNNParams,
+                   "SGD on a vanilla tanh RNN started in the exploding-gradient regime, with clip_norm thresholds and without: "
+                   "divergence and blow-up rates, final loss and largest step (bound lr c) vs threshold", family="gradient")
+def clipping_rnn(params: ClippingRNNParams, *, context: AnalysisContext) -> AnalysisResult:
+    return measure_clipping_rnn(params, seed=context.seed, confidence=0.95)
