@@ -20,6 +20,7 @@ import pandas as pd
 from evosgd.analysis import runtime as rt_mod
 from evosgd.analysis import statistics as st
 from evosgd.analysis import tracking as tr
+from evosgd.core.analysis_api import sweep_curves
 from evosgd.report import figures as F
 from evosgd.report import findings as FI
 from evosgd.report.document import Document, Figure, Section, Table, fmt, fmt_p, p_clause, write_html, write_markdown
@@ -181,7 +182,7 @@ def build_report(store: Any, out_dir: str | Path) -> Path:
                      "the figures." for k, v in failed.items()]
 
     if len(runs):
-        findings += _runs_sections(doc, w, runs, manifest)
+        findings += _runs_sections(doc, w, runs, manifest, analyses)
     else:
         findings.append("The store holds no finished optimizer runs.")
     findings += _analysis_sections(doc, w, analyses)
@@ -192,7 +193,7 @@ def build_report(store: Any, out_dir: str | Path) -> Path:
     return write_html(doc, out_dir / "index.html", w.fig)
 
 
-def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict) -> list[str]:
+def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict, analyses: list = ()) -> list[str]:
     runs, variants = add_variants(runs)
     order = list(dict.fromkeys(runs[G]))
     colors = F.palette(order)
@@ -315,7 +316,7 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
         findings += _drift_section(doc, w, runs, drift, colors, measure, qname)
 
     # --- sweeps
-    findings += _sweep_section(doc, w, runs, variants, summary, targets, measure, colors)
+    findings += _sweep_section(doc, w, runs, variants, summary, targets, measure, colors, analyses)
 
     # --- distributed / optimizer metrics
     _metrics_section(doc, w, runs, colors)
@@ -357,7 +358,69 @@ def _drift_section(doc, w, runs, drift, colors, measure, qname) -> list[str]:
     return FI.tracking_findings(med)
 
 
-def _sweep_section(doc, w, runs, variants, summary, targets, measure, colors) -> list[str]:
+#: the sweep panel columns and the measure (``evosgd.core.analysis_api.SWEEP_MEASURES``) each one draws;
+#: an analysis row with ``sweep_measure`` m is overlaid on the panel of column SWEEP_PANEL_MEASURE^-1[m]
+SWEEP_PANEL_MEASURE = {"median": "final_quality", "ert": "cost_to_target", "ert_steps": "steps_to_target"}
+
+
+def sweep_overlays(analyses: list, key: str, swept: np.ndarray, target: float | None,
+                   colors_by_label: dict) -> tuple[pd.DataFrame, list[str]]:
+    """The predicted curves that analyses supply for the sweep over ``key`` (a run-table column
+    ``p_<dotted key>``): one row per (analysis, measure, x) with ``analysis``, ``title``,
+    ``measure``, ``panel`` (the sweep table column), ``sweep_key``, ``x``, ``predicted``,
+    ``predicted_low``, ``predicted_high``, ``sweep_target``, ``color`` -- limited to the swept
+    range of x, and for the runtime measures to the panel's ``target`` (NaN in the row: any).
+    Also returns sentences for the caption about curves left out (another target)."""
+    dotted = key[2:]
+    panel_of = {m: c for c, m in SWEEP_PANEL_MEASURE.items()}
+    parts, skipped = [], []
+    xs = np.asarray(swept, dtype=float)
+    xs = xs[np.isfinite(xs)]
+    parts_of_key = dotted.split(".")
+    color = colors_by_label.get(parts_of_key[1]) if len(parts_of_key) > 2 and parts_of_key[0] == "optimizer" else None
+    for a in analyses:
+        rows = sweep_curves(a.get("comparison"), dotted)
+        if rows.empty or xs.size == 0:
+            continue
+        label = str(a.get("label") or a.get("id"))
+        for m, r in rows.groupby("sweep_measure", sort=False):
+            if m not in panel_of:
+                continue
+            if m != "final_quality":
+                tgt = r["sweep_target"].to_numpy(dtype=float)
+                if target is None:
+                    skipped.append(f"analysis {label!r} predicts {m.replace('_', ' ')}, but no swept run reached a "
+                                   "target: its curve is not drawn.")
+                    continue
+                ok = np.isnan(tgt) | np.isclose(tgt, target, rtol=1e-9, atol=0.0)
+                if not ok.any():
+                    skipped.append(f"analysis {label!r} predicts {m.replace('_', ' ')} to {fmt(float(np.nanmin(tgt)))}, "
+                                   f"not to {fmt(target)} (the hardest target the swept runs reached): its curve is not drawn.")
+                    continue
+                r = r[ok]
+            x = r["x"].to_numpy(dtype=float)
+            inside = (x >= xs.min() * (1 - 1e-9)) & (x <= xs.max() * (1 + 1e-9)) & np.isfinite(r["predicted"].to_numpy(dtype=float))
+            r = r[inside]
+            if r.empty:
+                continue
+            parts.append(pd.DataFrame({
+                "analysis": label, "title": str(a.get("title") or label), "measure": m, "panel": panel_of[m],
+                "sweep_key": dotted, "x": r["x"].to_numpy(dtype=float), "predicted": r["predicted"].to_numpy(dtype=float),
+                "predicted_low": r["predicted_low"].to_numpy(dtype=float),
+                "predicted_high": r["predicted_high"].to_numpy(dtype=float),
+                "sweep_target": r["sweep_target"].to_numpy(dtype=float), "color": [color] * len(r),
+            }))
+    cols = ["analysis", "title", "measure", "panel", "sweep_key", "x", "predicted", "predicted_low", "predicted_high",
+            "sweep_target", "color"]
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    return out.sort_values(["analysis", "measure", "x"], kind="stable").reset_index(drop=True), skipped
+
+
+SWEEP_PANEL_MEASURE_NAME = {"final_quality": "final quality", "cost_to_target": "cost to target (ERT)",
+                            "steps_to_target": "steps to target (ERT)"}
+
+
+def _sweep_section(doc, w, runs, variants, summary, targets, measure, colors, analyses=()) -> list[str]:
     sweep = [c for c in variants.columns if c.startswith("p_") and variants[c].nunique(dropna=True) > 1]
     if not sweep:
         return []
@@ -391,13 +454,40 @@ def _sweep_section(doc, w, runs, variants, summary, targets, measure, colors) ->
         if rt_hard is not None:
             ys += [("ert", f"ERT (cost) to {fmt(rt_hard)}"), ("ert_steps", f"ERT (steps) to {fmt(rt_hard)}")]
         nm = f"sweep_{_short(key)}"
-        if F.sweep(t, key, ys, "line", label_colors, label_of, w.fig, nm, xlabel=key[2:]):
-            sec.add(Figure(nm, f"Median final quality and expected cost / steps to the hardest target reached, vs "
-                               f"{key[2:]}."))
+        curve_findings: list[str] = []
+        curves, skipped = sweep_overlays(list(analyses), key, t[key].to_numpy(), rt_hard, label_colors)
+        curves = curves[curves["panel"].isin([c for c, _ in ys])]
+        overlays: dict[str, list[dict]] = {}
+        for (an, panel), cv in curves.groupby(["analysis", "panel"], sort=False):
+            band = cv[["predicted_low", "predicted_high"]].notna().all(axis=1).any()
+            c0 = cv["color"].iloc[0]
+            overlays.setdefault(panel, []).append(dict(
+                label=f"{an} (predicted)", x=cv["x"], y=cv["predicted"], color=c0 if c0 is not None else "0.25",
+                low=cv["predicted_low"] if band else None, high=cv["predicted_high"] if band else None))
+        caption = (f"Median final quality and expected cost / steps to the hardest target reached, vs "
+                   f"{key[2:]}.")
+        if not curves.empty:
+            names = {m: SWEEP_PANEL_MEASURE_NAME[m] for m in dict.fromkeys(curves["measure"])}
+            per = "; ".join(f"analysis {an!r} ({cv['title'].iloc[0]}): "
+                            + ", ".join(names[m] for m in dict.fromkeys(cv["measure"]))
+                            for an, cv in curves.groupby("analysis", sort=False))
+            caption += (f"  Dashed lines (and bands): the curves predicted by {per}, computed by the analysis from its "
+                        "own measurement (see its section and its notes for what it fitted), drawn in the colour of "
+                        "the swept optimizer over the swept range.")
+        if skipped:
+            caption += "  " + " ".join(skipped)
+        if F.sweep(t, key, ys, "line", label_colors, label_of, w.fig, nm, xlabel=key[2:], overlays=overlays):
+            sec.add(Figure(nm, caption))
+        if not curves.empty:
+            pred = curves.drop(columns=["color", "title"])
+            sec.add(w.table(f"{nm}_predicted", pred, _display_generic(pred),
+                            f"Predicted curves overlaid on the sweep over {key[2:]} (by analysis and measure)."))
+            curve_findings = FI.sweep_curve_findings(t, key, "line", curves, SWEEP_PANEL_MEASURE_NAME, _short(key))
         cols = ["line", key] + [c for c, _ in ys] + (["success_rate"] if rt_hard is not None else [])
         raw = t[cols].sort_values(["line", key])
         sec.add(w.table(nm, raw, _display_generic(raw.rename(columns={"line": "optimizer", key: _short(key)})),
                         f"Sweep over {key[2:]}."))
+        findings += curve_findings
         findings += FI.sweep_findings(t, key, "line", "median", "median final quality", _short(key))
         if rt_hard is not None:
             findings += FI.sweep_findings(t, key, "line", "ert", f"ERT to {fmt(rt_hard)}", _short(key))

@@ -191,11 +191,14 @@ def final_quality(finals: pd.DataFrame, colors, folder, name, *, ylabel, order, 
 
 
 def sweep(table: pd.DataFrame, x: str, ys: list[tuple[str, str]], line: str, colors_by_label, label_of,
-          folder, name, *, xlabel) -> bool:
+          folder, name, *, xlabel, overlays: dict[str, list[dict]] | None = None) -> bool:
     """One panel per (column, y label) in ``ys``: median over runs of the column vs the swept
-    value, one line per ``line`` group."""
+    value, one line per ``line`` group.  ``overlays`` maps a column to predicted curves drawn on
+    its panel, each a dict with ``label``, ``x``, ``y`` (and optional ``low``/``high`` band and
+    ``color``): a dashed line (and a light band), in the colour of the optimizer it predicts."""
     if table.empty:
         return False
+    overlays = overlays or {}
     fig, axes = plt.subplots(1, len(ys), figsize=(5.2 * len(ys), 4.0), squeeze=False)
     numeric = pd.api.types.is_numeric_dtype(table[x])
     drew = False
@@ -209,13 +212,31 @@ def sweep(table: pd.DataFrame, x: str, ys: list[tuple[str, str]], line: str, col
             xv = t[x].to_numpy()[ok] if numeric else t[x].astype(str).to_numpy()[ok]
             ax.plot(xv, v[ok], "o-", color=colors_by_label.get(label_of.get(g, g)), label=g, lw=1.5, ms=5)
             drew = True
+        predicted = []
+        for ov in (overlays.get(col, []) if numeric else []):
+            px, py = np.asarray(ov["x"], dtype=float), np.asarray(ov["y"], dtype=float)
+            o = np.argsort(px)
+            px, py = px[o], py[o]
+            ok = np.isfinite(px) & np.isfinite(py)
+            if not ok.any():
+                continue
+            ax.plot(px[ok], py[ok], "--", color=ov.get("color", "0.25"), lw=1.6, label=ov["label"],
+                    marker="_" if ok.sum() < 2 else None, ms=22, mew=2)
+            predicted.append(py[ok])
+            if ov.get("low") is not None and ov.get("high") is not None:
+                lo, hi = np.asarray(ov["low"], dtype=float)[o], np.asarray(ov["high"], dtype=float)[o]
+                okb = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(px)
+                if okb.any():
+                    ax.fill_between(px[okb], lo[okb], hi[okb], color=ov.get("color", "0.25"), alpha=0.12, lw=0)
         if numeric and _want_log(table[x].to_numpy(dtype=float), 1.0):
             ax.set_xscale("log")
-        if _want_log(table[col].to_numpy(dtype=float), 1.0):
+        if _want_log(np.concatenate([table[col].to_numpy(dtype=float), *predicted]), 1.0):
             ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylab)
         ax.grid(True, alpha=0.3)
+        if predicted and ax is not axes[0][0]:
+            ax.legend(fontsize=8, loc="best", frameon=False)
     axes[0][0].legend(fontsize=8, loc="best", frameon=False)
     if not drew:
         plt.close(fig)

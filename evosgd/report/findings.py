@@ -145,6 +145,33 @@ def sweep_findings(table: pd.DataFrame, key: str, line: str, col: str, what: str
     return out
 
 
+def sweep_curve_findings(table: pd.DataFrame, key: str, line: str, curves: pd.DataFrame,
+                         names: dict[str, str], key_name: str | None = None) -> list[str]:
+    """Measured over predicted, at the swept values where an analysis' curve has a point: one
+    sentence per (line, analysis, measure).  ``curves`` is ``build.sweep_overlays``' table
+    (columns analysis, measure, panel, x, predicted); ``names`` maps a measure to its words."""
+    out = []
+    for (an, m), cv in curves.groupby(["analysis", "measure"], sort=False):
+        col = cv["panel"].iloc[0]
+        if col not in table.columns:
+            continue
+        px, py = cv["x"].to_numpy(dtype=float), cv["predicted"].to_numpy(dtype=float)
+        for g, t in table.groupby(line, sort=False):
+            ratios, at = [], []
+            for xv, v in zip(t[key].to_numpy(dtype=float), t[col].to_numpy(dtype=float)):
+                hit = np.flatnonzero(np.isclose(px, xv, rtol=1e-9, atol=0.0))
+                if hit.size and np.isfinite(v) and np.isfinite(py[hit[0]]) and py[hit[0]] > 0:
+                    ratios.append(v / py[hit[0]])
+                    at.append(xv)
+            if not ratios:
+                continue
+            r = np.asarray(ratios)
+            out.append(f"{g}: measured {names.get(m, m)} / the curve predicted by analysis {an!r} = {fmt(r.min())} to "
+                       f"{fmt(r.max())} at {len(r)} of {t[key].nunique()} values of {key_name or key} "
+                       f"(median {fmt(float(np.median(r)))}).")
+    return out
+
+
 def power_findings(n: int, comparisons: int, paired: bool) -> list[str]:
     """Say when the design cannot produce a significant difference at all: with n paired
     replicates the smallest exact two-sided Wilcoxon p is 2 / 2^n (all differences of one sign);
