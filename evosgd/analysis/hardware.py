@@ -21,6 +21,19 @@
    and fits the single remaining constant ``S_min`` (least squares in log S); the two-parameter
    fit ``S = S_min (1 + B_crit / B)`` is reported beside it.
 
+   With a fixed learning rate (``lr`` set: the setting of a scenario that sweeps an ``sgd``
+   optimizer's batch size at one learning rate), the per-step progress of their eq. 2.3,
+   ``dL = eps |G|^2 - eps^2/2 (G'HG + tr(H Sigma)/B)``, still gives steps of the form
+   ``S ~ S_min (1 + B_crit / B)`` (to first order in eps / eps_max) but with a ``B_crit`` that is
+   no longer the noise scale, so the prediction is then the two-parameter fit.
+
+   Sweep curves: with ``sweep_key`` (the scenario's dotted sweep key of that batch size, e.g.
+   "optimizer.sgd.batch_size") and an absolute loss-error ``target``, the steps-to-target rows and
+   "cost to target" rows (cost = grad_cost x B x steps, as the budget charges SGD) carry
+   ``sweep_key``/``sweep_measure``/``sweep_target`` (``evosgd.core.analysis_api``), and the report
+   draws their fitted curves over the swept runs' ERT in steps and in cost.  The curves are
+   fitted to the analysis' *own* training runs, not to the swept runs.
+
 3. Both together: the wall-clock time to target ``S(B) t(B) = S_min (1 + B_noise/B)(a + c B)``,
    smallest at ``B = sqrt(a B_noise / c)``: the device's overhead and the gradient noise decide the
    batch size jointly.
@@ -108,6 +121,13 @@ class HardwareParams(BaseModel):
     target_fraction: float = Field(0.05, gt=0, lt=1, description="target: true-loss error below this fraction of the initial error")
     lr_fraction: float = Field(0.5, gt=0, lt=2, description="lr_max = lr_fraction / lambda_max(H) at the initial point")
     max_steps: int = Field(5000, ge=1, description="steps allowed to reach the target (replicates that do not are reported)")
+    lr: float | None = Field(None, gt=0, description="a fixed learning rate at every batch size (as a swept sgd optimizer "
+                                                     "uses); None: McCandlish's lr_max / (1 + B_noise/B)")
+    target: float | None = Field(None, gt=0, description="absolute true-loss error target (as the scenario's targets); "
+                                                         "None: target_fraction of each instance's initial error")
+    sweep_key: str = Field("", description="the scenario's dotted sweep key of the sgd batch size (e.g. "
+                                           "'optimizer.sgd.batch_size'): the fitted steps/cost curves are drawn on "
+                                           "that sweep's panels; '' = none (needs an absolute target)")
     bootstrap: int = Field(500, ge=50, description="bootstrap resamples (timing medians)")
     threads: int = Field(1, ge=0, description="torch intra-op threads while timing (1: what each run of the runner gets by default; "
                                               "0: leave the process's setting)")
@@ -204,11 +224,14 @@ def train_to_target(landscape: Any, batch_size: int, lr: float, target: np.ndarr
 
 
 def measure_hardware(landscape: Any, params: HardwareParams, generator: torch.Generator, confidence: float = 0.95,
-                     train_landscape: Any = None) -> AnalysisResult:
+                     train_landscape: Any = None, grad_cost: float = 3.0) -> AnalysisResult:
     where = f"analysis {KIND!r}"
     bs = sorted(set(params.batch_sizes))
     if bs[0] < 1:
         raise ParameterError("batch_sizes", params.batch_sizes, "integers >= 1", where=where)
+    if params.sweep_key and (params.target is None or not params.train):
+        raise ParameterError("sweep_key", params.sweep_key, "'' unless train = true and an absolute target is set "
+                             "(a sweep panel shows runtime to the scenario's absolute targets)", where=where)
     rows, notes, tables = [], [], {}
     # 1. the cost curve on the device
     previous = torch.get_num_threads()
@@ -255,10 +278,10 @@ def measure_hardware(landscape: Any, params: HardwareParams, generator: torch.Ge
         lam = hessian_top_eigenvalue(land, x0)
         lr_max = float(params.lr_fraction / lam.max())
         err0 = (land.true_loss(x0) - land.optimal_loss()).detach().to(torch.float64).cpu().numpy()
-        target = params.target_fraction * err0
+        target = params.target_fraction * err0 if params.target is None else np.full(err0.shape, params.target)
         steps, lrs = {}, {}
         for b in bs:
-            lrs[b] = lr_max / (1.0 + b_noise / b)
+            lrs[b] = lr_max / (1.0 + b_noise / b) if params.lr is None else params.lr
             steps[b] = train_to_target(land, b, lrs[b], target, params.max_steps, generator)
         reached = [b for b in bs if not np.isnan(steps[b]).any()]
         train_rows = []
@@ -271,27 +294,52 @@ def measure_hardware(landscape: Any, params: HardwareParams, generator: torch.Ge
         if len(reached) >= 2:
             mean_steps = np.array([steps[b].mean() for b in reached])
             s_min = fit_s_min(reached, mean_steps, b_noise)
-            e_min = s_min * b_noise
             s_min2, b_crit = fit_critical_batch(reached, mean_steps)
+            # the curve: McCandlish's with the measured B_noise (only S_min fitted) under their lr rule;
+            # at a fixed lr the two-parameter fit (B_crit is then not the noise scale: see the docstring)
+            rule = params.lr is None
+            s_fit, b_fit = (s_min, b_noise) if rule else (s_min2, b_crit)
+            fitted = rule or (s_min2 > 0 and np.isfinite(b_crit))
+            series = "sgd, lr = lr_max / (1 + B_noise/B)" if rule else f"sgd, lr = {params.lr:g}"
+            tag = {}
+            if params.sweep_key:
+                tag = dict(sweep_key=params.sweep_key, sweep_target=float(params.target))
             for b in reached:
                 sm, slo, shi = mean_ci(steps[b], confidence) if steps[b].size > 1 else (float(steps[b][0]),) * 3
-                rows.append(dict(quantity="steps to target", series="sgd, lr = lr_max / (1 + B_noise/B)", x_name="batch size", x=b,
+                s_pred = float(steps_to_target(s_fit, b_fit, b)) if fitted else float("nan")
+                rows.append(dict(quantity="steps to target", series=series, x_name="batch size", x=b,
                                  measured=sm, measured_low=slo, measured_high=shi,
-                                 predicted=float(steps_to_target(s_min, b_noise, b)), unit="steps", log_x=True, log_y=True))
-                rows.append(dict(quantity="examples to target", series="sgd, lr = lr_max / (1 + B_noise/B)", x_name="batch size", x=b,
+                                 predicted=s_pred, unit="steps", log_x=True, log_y=True,
+                                 **(dict(tag, sweep_measure="steps_to_target") if tag else {})))
+                # E = S B; E_min (1 + B/B_noise) with E_min = S_min B_noise is the same curve
+                rows.append(dict(quantity="examples to target", series=series, x_name="batch size", x=b,
                                  measured=sm * b, measured_low=slo * b, measured_high=shi * b,
-                                 predicted=float(examples_to_target(e_min, b_noise, b)), unit="examples", log_x=True, log_y=True))
+                                 predicted=float(examples_to_target(s_fit * b_fit, b_fit, b)) if fitted else float("nan"),
+                                 unit="examples", log_x=True, log_y=True))
+                if tag:  # the budget charges SGD grad_cost per example gradient: cost = grad_cost B S
+                    rows.append(dict(quantity="cost to target", series=series, x_name="batch size", x=b,
+                                     measured=grad_cost * b * sm, measured_low=grad_cost * b * slo,
+                                     measured_high=grad_cost * b * shi, predicted=grad_cost * b * s_pred, unit="cost",
+                                     log_x=True, log_y=True, **tag, sweep_measure="cost_to_target"))
                 # both halves together: wall-clock time to target on this device = steps x time per step
                 rows.append(dict(quantity="time to target (steps x time per step)", series=str(landscape.device), x_name="batch size",
                                  x=b, measured=sm * med[b], measured_low=slo * med[b], measured_high=shi * med[b],
-                                 predicted=float(steps_to_target(s_min, b_noise, b)) * (a + c * b), unit="s", log_x=True, log_y=True))
+                                 predicted=s_pred * (a + c * b), unit="s", log_x=True, log_y=True))
             fastest = min(reached, key=lambda b: steps[b].mean() * med[b])
+            bname = "B_noise" if rule else "B_crit"
             notes.append(f"fastest batch size in wall-clock time on {landscape.device}: {fastest} (measured steps x median step time); "
-                         f"the model S_min (1 + B_noise/B)(a + c B) is smallest at B = sqrt(a B_noise / c) = "
-                         f"{fmt(math.sqrt(a * b_noise / c)) if c > 0 else 'infinity (no per-example cost measured)'}.")
-            notes.append(f"steps to reach {params.target_fraction:g} of the initial error: fitted S_min = {fmt(s_min)} given B_noise = "
+                         f"the model S_min (1 + {bname}/B)(a + c B) is smallest at B = sqrt(a {bname} / c) = "
+                         f"{fmt(math.sqrt(a * b_fit / c)) if c > 0 and fitted else 'infinity (no per-example cost measured)' if fitted else 'n/a'}.")
+            goal = (f"{params.target_fraction:g} of the initial error" if params.target is None
+                    else f"a loss error of {params.target:g}")
+            notes.append(f"steps to reach {goal} ({series}): fitted S_min = {fmt(s_min)} given B_noise = "
                          f"{fmt(b_noise)}; a free fit S = S_min (1 + B_crit/B) gives S_min = {fmt(s_min2)}, B_crit = {fmt(b_crit)} "
-                         f"({fmt(b_crit / b_noise)}x the measured noise scale).")
+                         f"({fmt(b_crit / b_noise)}x the measured noise scale)"
+                         + ("; the predictions use the free fit (a fixed learning rate)." if not rule else "."))
+            if tag and fitted:
+                notes.append(f"the curves drawn on the sweep of {params.sweep_key} (steps and cost to {params.target:g}) are "
+                             f"S = {fmt(s_fit)} (1 + {fmt(b_fit)}/B) and cost = {fmt(grad_cost)} B S, fitted to this analysis' "
+                             f"own training runs ({len(reached)} batch sizes x {land.replicates} instances), not to the swept runs.")
         missed = [b for b in bs if b not in reached]
         if missed:
             notes.append(f"batch sizes where some replicate did not reach the target within {params.max_steps} steps: {missed}.")
@@ -308,4 +356,5 @@ def hardware_batch_scaling(params: HardwareParams, *, context: AnalysisContext) 
     timing = analysis_landscape(context, f"analysis {KIND!r}", replicates=1)
     train = analysis_landscape(context, f"analysis {KIND!r}", replicates=context.replicates)
     with single_thread():  # timing sets its own thread count; the rest is small tensors
-        return measure_hardware(timing, params, analysis_generator(context), confidence=0.95, train_landscape=train)
+        return measure_hardware(timing, params, analysis_generator(context), confidence=0.95, train_landscape=train,
+                                grad_cost=context.grad_cost)
