@@ -34,8 +34,9 @@ sweep_target       the loss-error target of a runtime measure (float); NaN = any
 =================  ==========================================================================
 
 A row can carry both roles: its measured/predicted pair is drawn in the analysis' own section as
-always, and its prediction is also drawn on the sweep panel (``measured`` there is the
-analysis' own measurement; the report plots the swept runs' measure instead).
+always, and its ``predicted`` (with its band) is also drawn as a line on the sweep panel, within
+the swept range of ``x``; the points of that panel are the swept runs' measure, computed by the
+report (the row's ``measured`` is not drawn there).
 
 ``tables`` holds any further tidy tables (name -> DataFrame) the report shows as CSV/tables;
 ``notes`` are sentences *computed from the data* (never pre-written claims), e.g.
