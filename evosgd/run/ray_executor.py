@@ -55,14 +55,14 @@ def import_ray() -> Any:
 
 
 def _prepare_worker(modules: list[str]) -> None:
-    """What the local pool's worker initializer does, once per Ray worker process."""
+    """What the local pool's worker initializer does, for a Ray worker process."""
     import torch
 
     torch.set_num_threads(1)
-    from evosgd.core.registry import load_all
-
-    load_all()
-    for m in modules:  # components registered outside evosgd (plugins, test modules)
+    # The layers a run needs (their import registers the landscapes and optimizers); not the
+    # analysis layer, which runs on the driver and would add seconds (scipy.stats) to the start
+    # of every worker process.
+    for m in ("evosgd.landscapes", "evosgd.gradient", "evosgd.evolution", *modules):
         importlib.import_module(m)
 
 
@@ -150,6 +150,7 @@ class RayExecutor(Executor):
         self.progress_queue: queue.SimpleQueue | None = queue.SimpleQueue() if progress else None
         self._sink: Any = None
         self.progress_messages = 0
+        self._cpu_cap: float | None = None  # CPUs of the largest node, once connected
 
     # ------------------------------------------------------------------ session
     def start(self) -> None:
@@ -178,6 +179,8 @@ class RayExecutor(Executor):
         run = getattr(task, "run", None)
         if run is not None and run.kind == "sgd_ddp":  # it starts workers - 1 more processes on its node
             cpus = max(cpus, float(run.params.get("workers", 2)))
+        if self._cpu_cap:  # a request no node can meet would wait forever: ask for a whole node instead
+            cpus = min(cpus, self._cpu_cap)
         opts: dict[str, Any] = {"num_cpus": cpus, "max_retries": self.max_retries}
         if device.startswith("cuda"):
             opts["num_gpus"] = self.gpus_per_run
@@ -190,6 +193,10 @@ class RayExecutor(Executor):
             return
         self.start()
         ray = self.ray
+        try:
+            self._cpu_cap = max(float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")) or None
+        except Exception:  # (Ray Client, an API change): no cap, Ray's own warning will tell
+            self._cpu_cap = None
         modules = self.modules if self.modules is not None else _plugin_modules(tasks)
         remote = ray.remote(run_on_worker)
         if self.progress_queue is not None and self._sink is None:
@@ -262,7 +269,11 @@ class RayExecutor(Executor):
 
 def make_ray_executor(address: str | None = None, workers: int | None = None, **kw: Any) -> RayExecutor:
     """The executor behind ``evosgd run --executor ray [--address A] [--workers N]``: ``workers``
-    is the CPU count of a local instance (ignored when joining a cluster)."""
+    is the CPU count of a local instance (ignored when joining a cluster).  The session it starts
+    lasts until the command exits (Ray ends it then), so the scenarios of one command share it;
+    the runs in flight report their progress to the runner's bar."""
+    kw.setdefault("progress", True)
+    kw.setdefault("keep_alive", True)
     return RayExecutor(address, num_cpus=workers, **kw)
 
 
