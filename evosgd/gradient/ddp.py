@@ -22,21 +22,21 @@ budget's simulated time advances by the measured step time, so ``max_sim_time`` 
 ``sim_time`` axis are real seconds, comparable with ``sgd_sync``'s simulated clock.  The worker
 times feed the straggler model: :meth:`DataParallelSGD.worker_times` returns them all ``[steps,
 K]`` and :func:`fit_worker_times` fits the ``compute_time`` distributions of ``sgd_sync``
-(shifted exponential by maximum likelihood: shift = min, mean = mean - min; lognormal by the
-moments of log T; Pearson 1894 / standard MLE results).  The metrics carry the running
+(maximum likelihood: shifted exponential shift = min T, mean = mean T - min T; lognormal
+mu, sigma = mean and standard deviation of log T).  The metrics carry the running
 ``worker_time_mean/min/std`` so the fit can also be made from a results store, and
 :func:`straggler_check` compares the measured slowest-worker time with the model's ``E[max of K]``.
 
 Two ways to get K processes:
 
 * **spawned** (the default, one machine): rank 0 is the run's own process (the runner's worker);
-  starts K-1 helper Python processes on this machine, hands them the landscape,
-  a fresh copy of the budget and the generator's state, and drives them with a one-number
-  broadcast before each step (``step`` or ``stop``).  Backend: gloo (tensors go through host
+  it starts K-1 helper Python processes on this machine, hands them the landscape, a fresh copy
+  of the budget and the generator's state, and drives them with a one-number broadcast before
+  each step (``step`` or ``stop``).  Backend: gloo (tensors go through host
   memory when the landscape is on a GPU).
 * **torchrun** (one machine or a cluster): ``torchrun --nproc-per-node K -m evosgd.run.ddp
-  SCENARIO ...`` (see :mod:`evosgd.run.ddp`).  Every rank runs the scenario's ``sgd_ddp`` runs in the same
-  order through the engine loop, in lockstep (the loop's decisions only depend on quantities that
+  SCENARIO ...`` (see :mod:`evosgd.run.ddp`).  Every rank runs the scenario's ``sgd_ddp`` runs
+  in the same order through the engine loop, in lockstep (the loop's decisions only depend on quantities that
   are identical on every rank); rank 0 runs the whole scenario with the runner and writes the
   results store.  Backend: nccl when the device is CUDA (rank k on ``cuda:LOCAL_RANK``), else gloo.
 
