@@ -158,13 +158,13 @@ def time_per_generation(ctx: harness.Context) -> None:
         state["pop"] = deap_run(tb, state["pop"], deap_gens)
 
     t_deap = harness.measure(run_deap, ctx=ctx, warmup=0, repeats=3).per(deap_gens)
-    ctx.rows.append({"comparison": f"GA D={D} pop={pop}: time/generation", "evosgd_s": t_evo, "anchor": "DEAP eaSimple",
+    ctx.add({"comparison": f"GA D={D} pop={pop}: time/generation", "evosgd_s": t_evo, "anchor": "DEAP eaSimple",
                      "anchor_s": t_deap, "ratio": t_deap / t_evo, "goal": ">= 50", "verdict": harness.verdict(t_deap / t_evo, 50)})
 
     try:
         ga = evotorch_ga(ls.shift[0].float(), pop, ctx.device)
     except ImportError as e:
-        ctx.rows.append({"comparison": "GA vs EvoTorch", "anchor": f"EvoTorch not installed ({e.name})"})
+        ctx.add({"comparison": "GA vs EvoTorch", "anchor": f"EvoTorch not installed ({e.name})"})
         return
     ga.step()  # initial evaluation and a first generation (warm-up)
 
@@ -173,7 +173,7 @@ def time_per_generation(ctx: harness.Context) -> None:
             ga.step()
 
     t_et = harness.measure(run_evotorch, ctx=ctx, warmup=1, repeats=7).per(gens)
-    ctx.rows.append({"comparison": f"GA D={D} pop={pop}: time/generation", "evosgd_s": t_evo,
+    ctx.add({"comparison": f"GA D={D} pop={pop}: time/generation", "evosgd_s": t_evo,
                      "anchor": f"EvoTorch {harness.version('evotorch')} GeneticAlgorithm", "anchor_s": t_et,
                      "ratio": t_et / t_evo, "goal": "> 1", "verdict": harness.verdict(t_et / t_evo, 1.0 + 1e-9)})
 
@@ -198,7 +198,7 @@ def final_fitness(ctx: harness.Context, seeds: int) -> None:
         p = float(wilcoxon(evo, deap).pvalue)  # paired by seed (same shift, same start)
     ratio = float(np.median(deap) / np.median(evo))
     ok = np.median(evo) <= np.median(deap) or (p == p and p > 0.05)
-    ctx.rows.append({"comparison": f"GA D={D} pop={pop}, {gens} gens, {seeds} seeds: final best loss (median)",
+    ctx.add({"comparison": f"GA D={D} pop={pop}, {gens} gens, {seeds} seeds: final best loss (median)",
                      "evosgd_s": float(np.median(evo)), "anchor": "DEAP eaSimple", "anchor_s": float(np.median(deap)),
                      "ratio": ratio, "goal": "no worse (Wilcoxon p > 0.05 or lower median)",
                      "verdict": ("met" if ok else "NOT met") + f" (p={p:.2g}, means {evo.mean():.1f} vs {deap.mean():.1f})"})

@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     t_par, n2 = run_sweep(doc, args.workers, 1)
     ratio = t_serial / t_par
     goal = 1.7 if args.workers == 2 else 0.85 * args.workers
-    ctx.rows.append({"comparison": f"runner: sweep of {n} runs, {args.workers} workers vs serial", "serial_s": t_serial,
+    ctx.add({"comparison": f"runner: sweep of {n} runs, {args.workers} workers vs serial", "serial_s": t_serial,
                      "parallel_s": t_par, "ratio": ratio, "goal": f">= {goal:g}", "verdict": harness.verdict(ratio, goal),
                      "runs_done": f"{n}/{n2}"})
     harness.finish(ctx, "runner: process pool against serial (seconds for the whole sweep; ratio = serial / parallel)",

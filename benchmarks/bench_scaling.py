@@ -83,9 +83,8 @@ def main(argv=None) -> None:
                 if kind == "cmaes" and point["P"] * point["R"] * point["D"] > 5e6:
                     continue
                 t = time_per_step(ctx, kind, point["R"], point["P"], point["D"])
-                ctx.rows.append({"engine": kind, "axis": axis, "R": point["R"], "P": point["P"], "D": point["D"],
+                ctx.add({"engine": kind, "axis": axis, "R": point["R"], "P": point["P"], "D": point["D"],
                                  "ms_per_step": t * 1e3, "us_per_replicate_step": t * 1e6 / point["R"]})
-                print(f"  {kind:16s} {axis}={v:<5d} {t * 1e3:9.3f} ms/step", flush=True)
     harness.finish(ctx, "Scaling: milliseconds per step (base R=16, P=64, D=100 unless varied)",
                    ["engine", "axis", "R", "P", "D", "ms_per_step", "us_per_replicate_step"])
     plot(ctx, Path(args.png), axes)
@@ -98,17 +97,20 @@ def plot(ctx: harness.Context, path: Path, axes: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, panels = plt.subplots(1, len(axes), figsize=(5 * len(axes), 4.2), sharey=True)
+    kinds = list(dict.fromkeys(r["engine"] for r in ctx.rows))
+    colors = {k: f"C{i % 10}" for i, k in enumerate(kinds)}  # one colour per engine in every panel
     for ax, axis in zip(panels, axes):
-        for kind in dict.fromkeys(r["engine"] for r in ctx.rows):
+        for kind in kinds:
             pts = [(r[axis], r["ms_per_step"]) for r in ctx.rows if r["engine"] == kind and r["axis"] == axis]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=kind)
+                ax.plot(*zip(*pts), marker="o", label=kind, color=colors[kind])
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel({"R": "replicates R", "P": "population P (SGD: batch b)", "D": "dimension D"}[axis])
         ax.grid(True, which="both", alpha=0.3)
     panels[0].set_ylabel("ms per step")
-    panels[-1].legend(fontsize=8)
+    handles = [plt.Line2D([], [], color=colors[k], marker="o", label=k) for k in kinds]
+    panels[-1].legend(handles=handles, fontsize=8)
     info = harness.machine_info(ctx.device)
     fig.suptitle(f"evosgd time per step ({info['device']}, {info['torch_threads']} threads, torch {info['torch']})")
     fig.tight_layout()

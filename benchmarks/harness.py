@@ -9,6 +9,9 @@ Conventions
 * ``--device cpu|cuda|auto`` (default cpu), ``--threads N`` (torch intra-op threads, default 2:
   the reference machine has 2 cores), ``--smoke`` (tiny sizes: checks the script runs, numbers
   mean nothing), ``--json PATH`` (also write the rows and the machine information as JSON).
+* ``--clock wall|cpu``: elapsed time (default) or the process's CPU time.  On a shared machine
+  whose load exceeds its cores, wall time measures the scheduler as much as the code; with
+  ``--threads 1`` the CPU time of the process is the work it did, and the ratio stays meaningful.
 * Timing: :func:`measure` runs ``fn`` ``warmup`` times untimed (allocator, caches, lazy
   initialisation), then ``repeats`` timed calls, and reports the **median** (robust to the other
   processes of a shared machine) with the min and max; on CUDA it synchronises before reading
@@ -45,6 +48,10 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny sizes: only checks that the script runs")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default: per script)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write machine info and rows as JSON")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time (default); cpu: this process's CPU time (time.process_time), which a "
+                   "shared, oversubscribed machine disturbs far less — use it with --threads 1 (with more threads "
+                   "it counts every thread's time, spinning included)")
     return p
 
 
@@ -61,6 +68,12 @@ class Context:
         """``full`` normally, ``smoke`` under ``--smoke``."""
         return smoke if self.smoke else full
 
+    def add(self, row: dict[str, Any]) -> None:
+        """Record a table row and print it at once (a long benchmark shows its progress, and a
+        run stopped by a timeout still leaves its finished rows in the log)."""
+        self.rows.append(row)
+        print("row: " + ", ".join(f"{k}={fmt(v)}" for k, v in row.items()), flush=True)
+
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -72,6 +85,7 @@ def setup(args: argparse.Namespace) -> Context:
     from evosgd.core.device import resolve_device
 
     device = resolve_device(args.device)
+    machine_info.args = args  # type: ignore[attr-defined]  # so every info line names the clock
     ctx = Context(args=args, device=device, smoke=bool(args.smoke))
     info = machine_info(device)
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
@@ -99,6 +113,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "device": str(device),
     }
+    args = getattr(machine_info, "args", None)
+    if args is not None:
+        info["clock"] = args.clock
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     try:
@@ -132,6 +149,13 @@ class Timing:
         return self.median / n
 
 
+def clock_of(ctx: Context | None) -> Callable[[], float]:
+    """The clock ``--clock`` asks for (wall on CUDA: GPU time is not this process's CPU time)."""
+    if ctx is not None and ctx.args.clock == "cpu" and ctx.device.type != "cuda":
+        return time.process_time
+    return time.perf_counter
+
+
 def measure(fn: Callable[[], Any], *, ctx: Context | None = None, warmup: int = 1, repeats: int = 5) -> Timing:
     """Median wall time of ``fn()`` over ``repeats`` timed calls after ``warmup`` untimed ones."""
     if ctx is not None and ctx.args.repeats is not None:
@@ -139,15 +163,16 @@ def measure(fn: Callable[[], Any], *, ctx: Context | None = None, warmup: int = 
     if ctx is not None and ctx.smoke:
         warmup, repeats = min(warmup, 1), 1
     sync = ctx.sync if ctx is not None else (lambda: None)
+    clock = clock_of(ctx)
     for _ in range(warmup):
         fn()
     sync()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return Timing(statistics.median(times), min(times), max(times), repeats)
 
 
