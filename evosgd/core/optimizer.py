@@ -70,14 +70,25 @@ class Optimizer(abc.ABC):
         """Mark replicates whose values (leading dim R) are non-finite; returns the new ``diverged``.
 
         Costs one host synchronisation when it finds something new, none otherwise on CPU.
+
+        One pass over each value: a row holding a NaN or an infinity has a non-finite sum, so
+        ``isfinite(row sum)`` screens a whole population for the price of one reduction (an
+        elementwise ``isfinite(...).all()`` reads it and writes a mask as large, and dominated the
+        check on large populations).  A row whose sum merely overflows is confirmed
+        elementwise before it is flagged, so the result is exactly the elementwise test.
         """
-        bad = torch.zeros_like(self.diverged)
-        for v in values:
-            finite = torch.isfinite(v.reshape(v.shape[0], -1)).all(dim=1)
-            bad |= ~finite
-        new = bad & ~self.diverged
+        new = self._non_finite_rows(values, exact=False) & ~self.diverged
+        if bool(new.any()):
+            new = self._non_finite_rows(values, exact=True) & ~self.diverged  # rare: confirm
         if bool(new.any()):
             idx = new.nonzero().flatten().cpu().numpy()
             self.diverged_step[idx] = self.budget.steps[idx]
             self.diverged |= new
         return self.diverged
+
+    def _non_finite_rows(self, values: tuple[torch.Tensor, ...], exact: bool) -> torch.Tensor:
+        bad = torch.zeros_like(self.diverged)
+        for v in values:
+            flat = v.reshape(v.shape[0], -1)
+            bad |= ~(torch.isfinite(flat).all(dim=1) if exact else torch.isfinite(flat.sum(dim=1)))
+        return bad
