@@ -102,10 +102,14 @@ class DataLandscape(Landscape):
 
     # -- contract ------------------------------------------------------------------------
     def take(self, indices: torch.Tensor, t: Time = None) -> Batch:
-        return self.take_with(indices, self.concept)
+        # A static concept labels every example once: rows of the cached labelled dataset (the
+        # one true_loss reads) instead of labelling each mini-batch again, which for the
+        # teacher-student MLP is a teacher forward pass per step.  ``labelled`` is per example,
+        # so the rows are the labels ``take_with`` would compute.
+        return gather_examples(self.full_batch(), indices)
 
     def sample(self, n: int, generator: torch.Generator, t: Time = None) -> Batch:
-        return self.sample_with(n, generator, self.concept)
+        return self.take(self.sample_indices(n, generator, self.concept), t)
 
     def true_loss(self, theta: torch.Tensor, t: Time = None) -> torch.Tensor:
         return self.true_loss_with(theta, None)
