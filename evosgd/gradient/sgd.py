@@ -223,8 +223,20 @@ class GradientOptimizer(Optimizer):
         new_theta = self.theta + updates
         self.charge(active_host)
         self.budget.step(active_host)
-        zero = torch.zeros((), device=self.device, dtype=self.dtype)
-        self.check_divergence(torch.where(active, info.loss, zero), torch.where(active.unsqueeze(1), new_theta, zero))
+        if active_host.all():
+            # Fast path (the common case): every replicate steps, so nothing needs masking unless
+            # one diverges now; the host-side ledger ``diverged_step`` says so without a sync.
+            self.check_divergence(info.loss, new_theta)
+            if (self.diverged_step < 0).all():
+                self.theta, self.state = new_theta, new_state
+                self.grad_norm = info.grads.norm(dim=-1)
+                if info.grad_variance is not None:
+                    self.grad_noise = info.grad_variance.to(self.dtype)
+                self.after_update(info, active)
+                return
+        else:
+            zero = torch.zeros((), device=self.device, dtype=self.dtype)
+            self.check_divergence(torch.where(active, info.loss, zero), torch.where(active.unsqueeze(1), new_theta, zero))
         moved = active & ~self.diverged
         self.theta = torch.where(moved.unsqueeze(1), new_theta, self.theta)
         self.state = T.tree_where(moved, new_state, self.state)
