@@ -64,3 +64,20 @@ def test_harness_measure_and_table():
     lines = text.splitlines()
     assert [c.strip() for c in lines[0].split("|")[1:4]] == ["a", "b", "c"] and len(lines) == 4
     assert harness.verdict(50.0, 50) == "met" and harness.verdict(49.9, 50) == "NOT met"
+
+
+def test_host_allocator_tuning_is_idempotent_and_can_be_refused():
+    """evosgd.core.hostmem (a finding of the scaling benchmark): on glibc the thresholds are raised
+    once per process; EVOSGD_MALLOC=default refuses it (checked in a fresh process, since the
+    setting is process-wide and remembered)."""
+    import subprocess
+    import sysconfig
+
+    from evosgd.core.hostmem import tune_host_allocator
+
+    first = tune_host_allocator()
+    assert tune_host_allocator() is first  # remembered, not applied twice
+    code = "from evosgd.core.hostmem import tune_host_allocator as t; print(t())"
+    env = {"EVOSGD_MALLOC": "default", "PYTHONPATH": str(BENCH.parent), "PATH": sysconfig.get_config_var("BINDIR") or ""}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -31,6 +31,7 @@ from evosgd.core.budget import Budget, BudgetLimits
 from evosgd.core.device import resolve_device
 from evosgd.core.dtype import resolve_dtype
 from evosgd.core.errors import EvosgdError
+from evosgd.core.hostmem import tune_host_allocator
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.core.seeding import derive_seed, make_generator
 from evosgd.scenario.loader import LandscapeSpec, RunSpec, canonical_json
@@ -195,6 +196,7 @@ def run_one(run: RunSpec, device: str | torch.device | None = None,
             progress: Callable[[float], None] | None = None) -> RunOutcome:
     """Execute one run in this process and return its rows (see the module docstring)."""
     t0 = time.perf_counter()
+    tune_host_allocator()  # large per-step temporaries reused, not page-faulted in every step
     dev = resolve_device(run.device if device is None else device)
     dtype = resolve_dtype(run.dtype)
     landscape = build_run_landscape(run.landscape, replicates=run.replicates, seed=run.seed, device=dev, dtype=dtype)
