@@ -52,6 +52,9 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help="wall: elapsed time (default); cpu: this process's CPU time (time.process_time), which a "
                    "shared, oversubscribed machine disturbs far less — use it with --threads 1 (with more threads "
                    "it counts every thread's time, spinning included)")
+    p.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
+                   help="tuned (default): glibc's mmap/trim thresholds raised as `evosgd run` does, so large "
+                   "temporaries are reused instead of page-faulted in every step; default: glibc's own settings")
     return p
 
 
@@ -83,6 +86,14 @@ def setup(args: argparse.Namespace) -> Context:
     """Apply ``--threads``, resolve ``--device``, print the machine information."""
     torch.set_num_threads(max(1, args.threads))
     from evosgd.core.device import resolve_device
+
+    if args.malloc == "tuned":  # what `evosgd run` does in every run (see evosgd/core/hostmem.py)
+        try:
+            from evosgd.core.hostmem import tune_host_allocator
+        except ImportError:
+            args.malloc = "default (evosgd has no hostmem)"
+        else:
+            args.malloc = "tuned" if tune_host_allocator() else "default (not glibc)"
 
     device = resolve_device(args.device)
     machine_info.args = args  # type: ignore[attr-defined]  # so every info line names the clock
@@ -116,6 +127,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     args = getattr(machine_info, "args", None)
     if args is not None:
         info["clock"] = args.clock
+        info["malloc"] = args.malloc
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     try:
