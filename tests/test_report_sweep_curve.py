@@ -191,3 +191,13 @@ def test_hardware_analysis_supplies_the_fitted_curve():
     assert any("fitted to this analysis' own training runs" in n for n in res.notes)
     with pytest.raises(ParameterError):
         measure_hardware(one, params.model_copy(update={"target": None}), make_generator(0), train_landscape=land)
+
+
+def test_categorical_sweep_gets_no_curve_and_no_error():
+    """A sweep over strings (batch composition) cannot carry a predicted curve; it must not crash."""
+    import numpy as np
+
+    from evosgd.report.build import sweep_overlays
+
+    curves, skipped = sweep_overlays([], "p_optimizer.sgd.batch_sampling", np.array(["random", "hard_negatives"], dtype=object), None, {})
+    assert curves.empty and skipped == []

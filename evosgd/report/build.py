@@ -374,7 +374,8 @@ def sweep_overlays(analyses: list, key: str, swept: np.ndarray, target: float | 
     dotted = key[2:]
     panel_of = {m: c for c, m in SWEEP_PANEL_MEASURE.items()}
     parts, skipped = [], []
-    xs = np.asarray(swept, dtype=float)
+    # a categorical sweep (e.g. batch composition "random" / "hard_negatives") has no curve to draw
+    xs = pd.to_numeric(pd.Series(swept), errors="coerce").to_numpy(dtype=float)
     xs = xs[np.isfinite(xs)]
     parts_of_key = dotted.split(".")
     color = colors_by_label.get(parts_of_key[1]) if len(parts_of_key) > 2 and parts_of_key[0] == "optimizer" else None
