@@ -203,7 +203,10 @@ def execute_scenario(
     pending: list[RunSpec] = []
     for run in scenario.runs:
         if not force and store.has_run(run.run_id):
-            prev = old_runs.get(run.run_id) or _entry_from_file(store, run)
+            prev = old_runs.get(run.run_id) or {}
+            if prev.get("status") not in ("done", "diverged"):
+                # killed between writing the run file and the manifest: the file tells the status
+                prev = _entry_from_file(store, run)
             manifest["runs"][run.run_id] = _run_entry(run, prev.get("status", "done"), None, prev.get("wall_time"),
                                                       store.run_file(run.run_id), prev.get("diverged_replicates", 0))
         else:
