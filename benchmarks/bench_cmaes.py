@@ -136,7 +136,6 @@ def time_rows(ctx: harness.Context) -> None:
                 for _ in range(gens):
                     opt.step()
 
-            t_evo = harness.measure(run_evo, ctx=ctx, warmup=1, repeats=5).per(gens)
             runs = [make_pycma(kind, x, r, popsize) for r, x in enumerate(x0)]
             ref_gens = max(2, gens // 4)  # pycma is slow enough that fewer generations give a stable median
 
@@ -145,7 +144,8 @@ def time_rows(ctx: harness.Context) -> None:
                     for _ in range(ref_gens):
                         pycma_generation(es, kind)
 
-            t_ref = harness.measure(run_ref, ctx=ctx, warmup=0, repeats=3).per(ref_gens)
+            te, tr = harness.measure_pair(run_evo, run_ref, ctx=ctx, warmup=1, repeats=5)  # alternated
+            t_evo, t_ref = te.per(gens), tr.per(ref_gens)
             ratio = t_ref / t_evo
             if R == 1:
                 row = {"comparison": f"CMA-ES {kind} D={D}: time/generation, 1 run", "goal": ">= 1"}

@@ -188,6 +188,31 @@ def measure(fn: Callable[[], Any], *, ctx: Context | None = None, warmup: int = 
     return Timing(statistics.median(times), min(times), max(times), repeats)
 
 
+def measure_pair(fn_a: Callable[[], Any], fn_b: Callable[[], Any], *, ctx: Context | None = None, warmup: int = 1,
+                 repeats: int = 5) -> tuple[Timing, Timing]:
+    """Median times of ``fn_a`` and ``fn_b`` measured alternately (a, b, a, b, ...), so that a
+    change of the machine's load during the measurement hits both sides alike and their ratio
+    stays meaningful on a shared machine."""
+    if ctx is not None and ctx.args.repeats is not None:
+        repeats = max(1, ctx.args.repeats)
+    if ctx is not None and ctx.smoke:
+        warmup, repeats = min(warmup, 1), 1
+    sync = ctx.sync if ctx is not None else (lambda: None)
+    clock = clock_of(ctx)
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    sync()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, out in ((fn_a, times[0]), (fn_b, times[1])):
+            t0 = clock()
+            fn()
+            sync()
+            out.append(clock() - t0)
+    return tuple(Timing(statistics.median(t), min(t), max(t), repeats) for t in times)  # type: ignore[return-value]
+
+
 # ----------------------------------------------------------------------------- output
 def fmt(x: Any) -> str:
     if isinstance(x, float):
