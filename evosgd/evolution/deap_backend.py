@@ -234,18 +234,22 @@ class DeapGA(Optimizer):
             with self.rng.of(r):
                 parents = tb.select(self.populations[r], lam)
                 offspring[r] = algorithms.varAnd(parents, tb, self._cxpb, self._mutpb)
-        if p.replacement == "plus" and p.reevaluate_parents:
-            self._evaluate(self.populations, active)
-        self._evaluate(offspring, active)
+        # the parents that compete with the offspring (as in the fast engine): all (plus) or the elites
+        elitist = p.replacement != "plus" and p.elitism > 0
+        competing = [tools.selBest(pop, p.elitism) if elitist else pop for pop in self.populations]
+        if p.reevaluates(self.landscape) and (p.replacement == "plus" or elitist):
+            self._evaluate([list(c) + list(o) for c, o in zip(competing, offspring)], active)  # one batch
+        else:
+            self._evaluate(offspring, active)
         new = list(self.populations)
         for r in np.flatnonzero(act):
             if p.replacement == "plus":
                 new[r] = tools.selBest(self.populations[r] + offspring[r], mu)
                 continue
             off = offspring[r] if p.replacement == "generational" else tools.selBest(offspring[r], mu)
-            if p.elitism > 0:
+            if elitist:
                 keep = sorted(off, key=lambda ind: ind.fitness, reverse=True)[: mu - p.elitism]  # best first
-                off = keep + [tb.clone(ind) for ind in tools.selBest(self.populations[r], p.elitism)]
+                off = keep + [tb.clone(ind) for ind in competing[r]]
             new[r] = off
         self._finish(new, active)
 
