@@ -56,3 +56,18 @@ def test_change_times_from_drift():
     assert change_times_from_drift({"kind": "linear", "speed": 1e-3}, 10) is None
     assert change_times_from_drift(None, 10) is None
     assert np.allclose(change_times_from_drift({"change_times": [1, 20]}, 10), [1])
+
+
+def test_tracking_table_uses_each_runs_swept_drift():
+    """A sweep over landscape.drift.speed / .every: each run is measured against its own drift."""
+    from evosgd.analysis.tracking import tracking_table
+
+    t = np.arange(0.0, 101.0, 10.0)
+    rows = []
+    for run, speed, every in (("a", 0.5, 25.0), ("b", 2.0, 50.0)):
+        for ti in t:
+            rows.append(dict(run_id=run, replicate=0, label="ga", env_time=ti, error=1.0, distance=4.0,
+                             diverged=False, **{"p_landscape.drift.speed": speed, "p_landscape.drift.every": every}))
+    table = tracking_table(pd.DataFrame(rows), drift={"kind": "switch", "speed": 1.0, "every": 10.0}).set_index("run_id")
+    assert table.loc["a", "tracking_lag"] == pytest.approx(4.0 / 0.5)
+    assert table.loc["b", "tracking_lag"] == pytest.approx(4.0 / 2.0)

@@ -91,6 +91,7 @@ def tracking_table(
     drift_speed: float | None = None,
     by: Sequence[str] = ("label",),
     time: str = "env_time",
+    drift: dict | None = None,
 ) -> pd.DataFrame:
     """Per run: ``offline_error``, ``best_error_before_change``, ``median_recovery_time`` (lower
     median over changes, inf when most changes are never recovered from) and ``recovered``
@@ -99,6 +100,11 @@ def tracking_table(
 
     Diverged records (flag ``diverged``) are excluded: a diverged run's measures use its
     records before divergence and its ``diverged`` column says so.
+
+    With ``drift`` (the scenario's drift table) each run's own change times and speed are used:
+    a sweep over ``landscape.drift.<key>`` (run column ``p_landscape.drift.<key>``, or
+    ``p_landscape.<key>`` for a native dynamic landscape's ``change_every``) overrides the base
+    value, so swept variants are not measured against the base drift.
     """
     measure = quality_column(runs)
     by = _group_cols(runs, by)
@@ -110,6 +116,11 @@ def tracking_table(
             g = g[~g["diverged"].astype(bool)]
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)), diverged=div)
         t = g[time].to_numpy(dtype=float)
+        if drift is not None and len(g):
+            own = _run_drift(drift, g.iloc[0])
+            change_times = change_times_from_drift(own, float(runs[time].max()))
+            speed = own.get("speed")
+            drift_speed = float(speed) if isinstance(speed, (int, float)) else None
         e = g[measure].to_numpy(dtype=float)
         row["offline_error"] = offline_error(t, e) if len(t) else np.nan
         if change_times is not None and len(t):
@@ -126,6 +137,17 @@ def tracking_table(
                 row["tracking_lag"] = d / float(drift_speed)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _run_drift(drift: dict, row: pd.Series) -> dict:
+    """The base drift table with this run's swept values (``p_landscape.drift.<k>``) applied."""
+    own = dict(drift)
+    for k in list(own) + ["speed", "every", "period", "change_every"]:
+        for col in (f"p_landscape.drift.{k}", f"p_landscape.{k}"):
+            if col in row.index and pd.notna(row[col]):
+                own[k] = row[col]
+                break
+    return own
 
 
 def change_times_from_drift(drift: dict | None, horizon: float) -> list[float] | None:

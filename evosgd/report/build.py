@@ -338,7 +338,8 @@ def _drift_section(doc, w, runs, drift, colors, measure, qname) -> list[str]:
             if F.convergence(runs, "env_time", y, colors, w.fig, nm, xlabel="environment time t", ylabel=yl,
                              vlines=changes, log_x=False, points=400):
                 sec.add(Figure(nm, f"{yl.capitalize()} vs environment time: median and inter-quartile band."))
-    per_run = tr.tracking_table(runs, change_times=changes, drift_speed=speed, by=(G,))
+    per_run = tr.tracking_table(runs, change_times=changes, drift_speed=speed, by=(G,),
+                                drift=drift if isinstance(drift, dict) else None)
     meas = [c for c in ("offline_error", "best_error_before_change", "median_recovery_time", "recovered",
                         "tracking_distance", "tracking_lag") if c in per_run]
     if not meas:
