@@ -49,7 +49,7 @@ def quality_findings(summary: pd.DataFrame, tests: pd.DataFrame | None, rank: pd
         second = s.iloc[1]
         row = _pair(tests, best[group], second[group])
         ratio = second["median"] / best["median"] if best["median"] > 0 else np.nan
-        ratio_txt = (f", {fmt(ratio)} times lower than" if np.isfinite(ratio) and ratio > 1
+        ratio_txt = (f", {fmt(ratio)} times lower than" if np.isfinite(ratio) and ratio >= 1.05
                      else " against")
         out.append(f"{best[group]} vs the runner-up {second[group]}: median final {quality_name} "
                    f"{fmt(best['median'])}{ratio_txt} {fmt(second['median'])}; {_test_clause(row, best[group])}.")
@@ -126,7 +126,10 @@ def tracking_findings(track: pd.DataFrame, group: str = "variant") -> list[str]:
     if len(t) > 1:
         nxt = t.iloc[1]
         if best["offline_error"] > 0 and np.isfinite(nxt["offline_error"]):
-            sent += f", {fmt(nxt['offline_error'] / best['offline_error'])} times lower than {nxt[group]} ({fmt(nxt['offline_error'])})"
+            ratio = nxt["offline_error"] / best["offline_error"]
+            # below 1.05 the printed ratio would read "1 times lower": say it plainly
+            how = f"{fmt(ratio)} times lower than" if ratio >= 1.05 else "about the same as"
+            sent += f", {how} {nxt[group]} ({fmt(nxt['offline_error'])})"
     return [sent + "."]
 
 
