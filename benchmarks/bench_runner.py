@@ -12,6 +12,7 @@ pickling of the tasks and results, and writing the Parquet files.  Goal: >= 1.7x
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -42,6 +43,10 @@ def run_sweep(doc: dict, workers: int, threads: int) -> tuple[float, int]:
         t0 = time.perf_counter()
         frame = run_scenario(doc, out, workers=workers, progress=False, force=True, threads=threads)
         elapsed = time.perf_counter() - t0
+        failed = {e["label"]: e["error"] for e in json.loads((Path(out) / "bench_runner" / "manifest.json").read_text())["runs"].values()
+                  if e["status"] not in ("done", "diverged")}
+    if failed:  # a sweep of failed runs is fast and meaningless: say why instead of timing it
+        raise SystemExit(f"bench_runner: {len(failed)} runs did not finish (workers={workers}): {next(iter(failed.values()))}")
     return elapsed, int(frame["run_id"].nunique())
 
 

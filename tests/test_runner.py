@@ -122,6 +122,16 @@ def test_stalling_optimizer_fails_with_a_clear_message(tmp_path):
 
 
 # ----------------------------------------------------------------------------- store and sweep
+def test_a_sweep_where_every_run_failed_returns_an_empty_frame_with_the_store_columns(tmp_path):
+    # before: run_scenario returned pd.DataFrame() without columns and frame["run_id"] raised KeyError
+    from evosgd.run import run_scenario
+    from evosgd.run.engine import BASE_COLUMNS
+
+    frame = run_scenario(doc(optimizer=[{"label": "bug", "kind": "test_failing"}]), tmp_path, progress=False, workers=1)
+    assert len(frame) == 0 and list(frame.columns) == BASE_COLUMNS
+    assert frame["run_id"].nunique() == 0
+
+
 def test_failed_and_diverged_runs_are_recorded_and_the_sweep_completes(tmp_path):
     d = doc(optimizer=[{"label": "rs", "kind": "test_random_search"},
                        {"label": "boom", "kind": "test_diverging", "replicates_diverging": 2},

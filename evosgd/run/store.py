@@ -183,7 +183,14 @@ def load_store(path: str | Path) -> StoreData:
         if entry.get("status") in ("done", "diverged") and f and (root / f).is_file():
             frames.append(pd.read_parquet(root / f))
     frames = [f for f in frames if len(f)]
-    runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if frames:
+        runs = pd.concat(frames, ignore_index=True)
+    else:
+        # no finished run (all failed, or none yet): still the contract's columns, so that
+        # ``runs["run_id"]`` is an empty column and not a KeyError
+        from evosgd.run.engine import BASE_COLUMNS
+
+        runs = pd.DataFrame(columns=BASE_COLUMNS)
     analyses = []
     for aid, entry in manifest.get("analyses", {}).items():
         meta_path = root / "analyses" / f"{aid}.json"
