@@ -35,9 +35,25 @@ from evosgd.landscapes.base import Batch, Landscape, Time
 
 
 def gather_examples(data: Batch, indices: torch.Tensor) -> Batch:
-    """Rows ``indices [R, m]`` of each ``[R, n, ...]`` tensor of ``data``."""
-    rows = torch.arange(indices.shape[0], device=indices.device).unsqueeze(1)
-    return {k: v[rows, indices] for k, v in data.items()}
+    """Rows ``indices [R, m]`` of each ``[R, n, ...]`` tensor of ``data``.
+
+    Computed as one ``index_select`` on the flattened ``[R * n, ...]`` view with flat indices
+    ``r * n + i``: the same rows as ``v[arange(R)[:, None], indices]``, but a mini-batch gather
+    is on every step's hot path and advanced indexing costs several times more dispatch.
+    """
+    R, m = indices.shape
+    out: Batch = {}
+    flat = None
+    for k, v in data.items():
+        n = v.shape[1]
+        if flat is None or flat[0] != n:
+            idx = indices if R == 1 else indices + torch.arange(0, R * n, n, device=indices.device).unsqueeze(1)
+            flat = (n, idx.reshape(-1))
+        if v.is_contiguous():
+            out[k] = v.view((R * n,) + v.shape[2:]).index_select(0, flat[1]).view((R, m) + v.shape[2:])
+        else:
+            out[k] = v[torch.arange(R, device=indices.device).unsqueeze(1), indices]
+    return out
 
 
 class DataLandscape(Landscape):
