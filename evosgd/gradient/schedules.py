@@ -39,8 +39,15 @@ def _count(t: torch.Tensor) -> torch.Tensor:
 
 
 def constant_schedule(init_value: float) -> Schedule:
-    """``eta_t = eta_0``."""
-    return lambda t: torch.full_like(_count(t), float(init_value))
+    """``eta_t = eta_0``.  The function carries ``constant = eta_0`` so a transform can use the
+    Python float instead of building an ``[R]`` tensor every step."""
+    value = float(init_value)
+
+    def f(t: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(_count(t), value)
+
+    f.constant = value  # type: ignore[attr-defined]
+    return f
 
 
 def step_schedule(init_value: float, step_size: int, gamma: float = 0.1) -> Schedule:

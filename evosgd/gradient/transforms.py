@@ -152,7 +152,14 @@ def scale_by_learning_rate(lr: float | Schedule) -> GradientTransform:
         c = _counter(params)
         return LearningRateState(c, schedule(c).to(params.dtype))
 
+    constant = getattr(schedule, "constant", None)
+
     def update(grads: Tensor, state: LearningRateState, params: Tensor, **extras: Any):
+        if constant is not None and state.lr.dtype == grads.dtype:
+            # Constant schedule (the common case): the state's lr tensor already holds eta_0, and
+            # multiplying by the Python float -eta_0 rounds exactly as by the tensor -eta_0 (the
+            # scalar is cast to the tensor's dtype), without building an [R] tensor every step.
+            return grads * -constant, LearningRateState(state.count + 1, state.lr)
         eta = schedule(state.count).to(grads.dtype)
         return -_rows(eta, grads) * grads, LearningRateState(state.count + 1, eta)
 
@@ -185,7 +192,14 @@ def momentum(beta: float, dampening: float = 0.0, nesterov: bool = False) -> Gra
         return MomentumState(torch.zeros_like(params), torch.zeros(params.shape[0], dtype=torch.bool, device=params.device))
 
     def update(grads: Tensor, state: MomentumState, params: Tensor, **extras: Any):
-        buf = torch.where(_rows(state.started, grads), beta * state.buffer + (1.0 - damp) * grads, grads)
+        if damp == 0.0:
+            # A buffer not yet started is still the zeros of ``init`` (a replicate that has not
+            # moved keeps its old state), so ``beta * 0 + g = g`` needs no mask; computed as
+            # torch does (``buf.mul_(beta).add_(g)``), in place on the fresh product: 2 passes
+            # over [R, D] instead of 4.  (Only -0.0 gradients become +0.0 on the first step.)
+            buf = torch.mul(state.buffer, beta).add_(grads)
+        else:
+            buf = torch.where(_rows(state.started, grads), beta * state.buffer + (1.0 - damp) * grads, grads)
         out = grads + beta * buf if nesterov else buf
         return out, MomentumState(buf, torch.ones_like(state.started))
 
