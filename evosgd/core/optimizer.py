@@ -77,7 +77,9 @@ class Optimizer(abc.ABC):
         check on large populations).  A row whose sum merely overflows is confirmed
         elementwise before it is flagged, so the result is exactly the elementwise test.
         """
-        new = self._non_finite_rows(values, exact=False) & ~self.diverged
+        new = self._non_finite_rows(values, exact=False)
+        if (self.diverged_step >= 0).any():  # host ledger: no device op while nothing has diverged
+            new = new & ~self.diverged
         if bool(new.any()):
             new = self._non_finite_rows(values, exact=True) & ~self.diverged  # rare: confirm
         if bool(new.any()):
@@ -87,6 +89,16 @@ class Optimizer(abc.ABC):
         return self.diverged
 
     def _non_finite_rows(self, values: tuple[torch.Tensor, ...], exact: bool) -> torch.Tensor:
+        if not exact:
+            # The screen adds the row sums of all values first: a non-finite entry anywhere still
+            # gives a non-finite total, and an overflow of the total is confirmed exactly.
+            total = None
+            for v in values:
+                rows = v.reshape(v.shape[0], -1).sum(dim=1)
+                total = rows if total is None else total + rows
+            if total is None:
+                return torch.zeros_like(self.diverged)
+            return ~torch.isfinite(total)
         bad = torch.zeros_like(self.diverged)
         for v in values:
             flat = v.reshape(v.shape[0], -1)

@@ -179,6 +179,8 @@ class GradientOptimizer(Optimizer):
         self.batch_sizes = np.full(R, params.batch_size * params.accumulation_steps, dtype=np.int64)
         self.grad_norm = torch.full((R,), math.nan, device=dev, dtype=dt)
         self.grad_noise = torch.full((R,), math.nan, device=dev, dtype=dt)
+        self._all_active: torch.Tensor | None = None
+        self._last_grads: torch.Tensor | None = None  # gradient of the last all-replicate step, norm pending
 
     # -- hooks -----------------------------------------------------------------------------
     def estimate(self, theta: torch.Tensor, t: Any) -> GradientInfo:
@@ -216,7 +218,13 @@ class GradientOptimizer(Optimizer):
         active_host = ~self.budget.exhausted() & (self.diverged_step < 0)
         if not active_host.any():
             return
-        active = torch.as_tensor(active_host, device=self.device)
+        if active_host.all():
+            # every replicate steps (the common case): one cached all-true mask, no host->device copy
+            if self._all_active is None:
+                self._all_active = torch.ones(self.replicates, dtype=torch.bool, device=self.device)
+            active = self._all_active
+        else:
+            active = torch.as_tensor(active_host, device=self.device)
         t = self.time() if self.landscape.drifting else None
         info = self.gradient(active, t)
         updates, new_state = self.tx.update(info.grads, self.state, self.theta, **info.extras())
@@ -229,7 +237,8 @@ class GradientOptimizer(Optimizer):
             self.check_divergence(info.loss, new_theta)
             if (self.diverged_step < 0).all():
                 self.theta, self.state = new_theta, new_state
-                self.grad_norm = info.grads.norm(dim=-1)
+                # the norm is a metric, read only at record points: computed on demand
+                self._last_grads = info.grads
                 if info.grad_variance is not None:
                     self.grad_noise = info.grad_variance.to(self.dtype)
                 self.after_update(info, active)
@@ -237,13 +246,21 @@ class GradientOptimizer(Optimizer):
         else:
             zero = torch.zeros((), device=self.device, dtype=self.dtype)
             self.check_divergence(torch.where(active, info.loss, zero), torch.where(active.unsqueeze(1), new_theta, zero))
+        self._flush_grad_norm()
         moved = active & ~self.diverged
         self.theta = torch.where(moved.unsqueeze(1), new_theta, self.theta)
         self.state = T.tree_where(moved, new_state, self.state)
         self.grad_norm = torch.where(moved, info.grads.norm(dim=-1), self.grad_norm)
+        self._last_grads = None
         if info.grad_variance is not None:
             self.grad_noise = torch.where(moved, info.grad_variance.to(self.dtype), self.grad_noise)
         self.after_update(info, moved)
+
+    def _flush_grad_norm(self) -> None:
+        """Turn the pending gradient of the last fast-path step into ``grad_norm``."""
+        if self._last_grads is not None:
+            self.grad_norm = self._last_grads.norm(dim=-1)
+            self._last_grads = None
 
     def recommend(self) -> torch.Tensor:
         return self.theta
@@ -253,6 +270,7 @@ class GradientOptimizer(Optimizer):
         ``grad_norm`` (raw mini-batch gradient), ``grad_noise`` (per-example ``tr(Sigma_hat)``, when
         computed), ``batch_size`` (examples per update)."""
         out: dict[str, Any] = dict(T.transform_metrics(self.state))
+        self._flush_grad_norm()
         out["grad_norm"] = self.grad_norm
         if self.stats:
             out["grad_noise"] = self.grad_noise
