@@ -88,7 +88,7 @@ def _context() -> multiprocessing.context.BaseContext:
     per worker); spawn elsewhere."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "evosgd.run.runner", "evosgd.landscapes"])
+        ctx.set_forkserver_preload(["evosgd.run.worker_preload"])
         return ctx
     return multiprocessing.get_context("spawn")
 
