@@ -70,6 +70,17 @@ def _worker_init(modules: list[str], progress_queue: Any = None) -> None:
     # Ctrl-C is the parent's to handle: it terminates the workers, and a worker must not print
     # a KeyboardInterrupt traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Its own session, hence its own scheduler autogroup: Linux with autogroup (the default on
+    # most desktops and on this project's machines) shares the CPU between sessions, not
+    # processes, so N workers left in the parent's session get one session's share together;
+    # on a machine with any other busy session, 2 workers then ran no faster than serial
+    # (measured: 0.8-0.9x).  The parent still owns the workers: it terminates them on Ctrl-C,
+    # and a worker exits when the parent dies (its task pipe closes).
+    if hasattr(os, "setsid"):
+        try:
+            os.setsid()
+        except OSError:  # already a session leader
+            pass
     import importlib
 
     import torch
