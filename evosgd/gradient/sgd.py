@@ -200,7 +200,13 @@ class GradientOptimizer(Optimizer):
         return self.estimate(self.theta, t)
 
     def charge(self, active_host: np.ndarray) -> None:
-        self.budget.charge(gradient_evaluations=self.batch_sizes.astype(np.float64), mask=active_host)
+        if self.adaptive:
+            self.budget.charge(gradient_evaluations=self.batch_sizes.astype(np.float64), mask=active_host)
+        else:
+            # one batch size for all (the common case): a scalar charge, and no boolean indexing
+            # of the ledger when every replicate steps; the same float64 additions either way
+            self.budget.charge(gradient_evaluations=float(self.batch_sizes[0]),
+                               mask=None if active_host.all() else active_host)
 
     def after_update(self, info: GradientInfo, moved: torch.Tensor) -> None:
         """Bookkeeping after the update (adaptive batch size)."""
@@ -230,7 +236,7 @@ class GradientOptimizer(Optimizer):
         updates, new_state = self.tx.update(info.grads, self.state, self.theta, **info.extras())
         new_theta = self.theta + updates
         self.charge(active_host)
-        self.budget.step(active_host)
+        self.budget.step(None if active_host.all() else active_host)
         if active_host.all():
             # Fast path (the common case): every replicate steps, so nothing needs masking unless
             # one diverges now; the host-side ledger ``diverged_step`` says so without a sync.
