@@ -205,7 +205,9 @@ class LinearRegression(DataLandscape):
     def example_losses(self, theta: torch.Tensor, batch: Batch, t: Time = None) -> torch.Tensor:
         R = theta.shape[0]
         th = theta.reshape(R, -1, self.dim)  # [R, P, D]
-        pred = torch.einsum("rnd,rpd->rpn", batch["x"], th)
+        # = einsum("rnd,rpd->rpn", x, th), the same bmm einsum dispatches to (bit-identical values
+        # and gradients), without einsum's parsing and permutes: half the time of a small step
+        pred = torch.bmm(th, batch["x"].transpose(1, 2))
         res = pred - batch["y"].unsqueeze(1)
         return (0.5 * res * res).reshape(theta.shape[:-1] + (res.shape[-1],))
 
@@ -278,7 +280,7 @@ class LogisticRegression(DataLandscape):
     def example_losses(self, theta: torch.Tensor, batch: Batch, t: Time = None) -> torch.Tensor:
         R = theta.shape[0]
         th = theta.reshape(R, -1, self.dim)
-        m = torch.einsum("rnd,rpd->rpn", batch["x"], th)
+        m = torch.bmm(th, batch["x"].transpose(1, 2))  # = einsum("rnd,rpd->rpn", x, th), see LinearRegression
         losses = F.softplus(-batch["s"].unsqueeze(1) * m) + 0.5 * self.params.l2 * (th * th).sum(-1, keepdim=True)
         return losses.reshape(theta.shape[:-1] + (m.shape[-1],))
 
