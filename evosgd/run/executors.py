@@ -12,6 +12,7 @@ worker, so N workers use N cores.
 from __future__ import annotations
 
 import abc
+import collections
 import concurrent.futures as cf
 import multiprocessing
 import os
@@ -109,35 +110,56 @@ class ProcessPoolExecutor(Executor):
 
     def __init__(self, workers: int, modules: list[str] | None = None, progress: bool = False) -> None:
         self.workers = max(1, int(workers))
+        #: runs that may be in memory at once: the workers', and one in this process at start-up
+        self.concurrent = self.workers + 1
         self.modules = list(modules or [])
         #: (run_id, label, fraction) messages of the runs in flight, when ``progress`` is asked for
         self.progress_queue = _context().SimpleQueue() if progress else None
         self._pool: cf.ProcessPoolExecutor | None = None
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
-        tasks = list(tasks)
-        if not tasks:
+        """Tasks go to the pool a few at a time (at most 2 per worker queued), so that, until the
+        first worker has finished a task, this process runs tasks itself from the other end of
+        the list: starting the workers (the forkserver imports torch and evosgd, about 2 s) then
+        overlaps with useful work instead of leaving the parent idle."""
+        pending = collections.deque(tasks)
+        if not pending:
             return
         env_threads = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = "1"  # read by the workers' OpenMP at start-up
         try:
-            self._pool = cf.ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)),
+            self._pool = cf.ProcessPoolExecutor(max_workers=min(self.workers, len(pending)),
                                                 mp_context=_context(),
                                                 initializer=_worker_init,
                                                 initargs=(self.modules, self.progress_queue))
-            futures = {self._pool.submit(fn, t): t for t in tasks}
+            futures: dict[cf.Future, Any] = {}
+            while pending and len(futures) < 2 * self.workers:
+                t = pending.popleft()
+                futures[self._pool.submit(fn, t)] = t
         finally:
             if env_threads is None:
                 os.environ.pop("OMP_NUM_THREADS", None)
             else:
                 os.environ["OMP_NUM_THREADS"] = env_threads
-        for fut in cf.as_completed(futures):
-            task = futures[fut]
-            try:
-                result = fut.result()
-            except Exception as e:  # a worker that died (killed, out of memory): report, go on
-                result = e
-            yield task, result
+        workers_up = False
+        while futures:
+            if not workers_up and pending:
+                workers_up = any(f.done() for f in futures)
+                if not workers_up:
+                    task = pending.pop()  # from the far end: the pool takes from the front
+                    yield task, fn(task)
+                    continue
+            done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                task = futures.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as e:  # a worker that died (killed, out of memory): report, go on
+                    result = e
+                while pending and len(futures) < 2 * self.workers:
+                    t = pending.popleft()
+                    futures[self._pool.submit(fn, t)] = t
+                yield task, result
 
     def shutdown(self, cancel: bool = False) -> None:
         pool, self._pool = self._pool, None

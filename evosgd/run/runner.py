@@ -216,7 +216,7 @@ def execute_scenario(
     if workers is None and scenario.quick:
         workers = 1  # quick runs take seconds: starting worker processes would cost more than it saves
     ex = executor or make_executor(workers, len(pending), _plugin_modules(pending), progress=progress)
-    concurrent = getattr(ex, "workers", 1)
+    concurrent = getattr(ex, "concurrent", getattr(ex, "workers", 1))
     check_memory(pending, dev, concurrent=concurrent)
     store.write_manifest(manifest)
 
