@@ -11,6 +11,7 @@ from scipy.optimize import minimize
 
 from evosgd.core.errors import ConfigError, ParameterError
 from evosgd.landscapes import build_landscape, per_example_grads, unflatten
+from evosgd.landscapes.base import Landscape
 from evosgd.landscapes.contrastive import info_nce
 
 F64 = torch.float64
@@ -130,13 +131,14 @@ def test_autograd_matches_central_finite_differences(name):
 
 
 @pytest.mark.parametrize("batch_norm", [False, True])
-def test_mlp_population_evaluation_matches_torch_nn_reference(batch_norm):
+@pytest.mark.parametrize("P", [1, 3])  # one network per replicate (SGD's baddbmm path) or a population
+def test_mlp_population_evaluation_matches_torch_nn_reference(batch_norm, P):
     L = make("teacher_student", batch_norm=batch_norm, activation="tanh")
-    theta = torch.randn(2, 3, L.dim, generator=torch.Generator().manual_seed(5), dtype=F64)
+    theta = torch.randn(2, P, L.dim, generator=torch.Generator().manual_seed(5), dtype=F64)
     batch = L.sample(9, torch.Generator().manual_seed(6))
     together = L.example_losses(theta, batch)
     for r in range(2):
-        for p in range(3):  # one network at a time, the textbook way
+        for p in range(P):  # one network at a time, the textbook way
             layers = L.unflatten(theta[r, p])
             h = batch["x"][r]
             for j, (W, b) in enumerate(layers):
@@ -266,3 +268,46 @@ def test_population_evaluation_equals_a_loop_over_points(name):
         torch.testing.assert_close(tl[:, p], L.true_loss(theta[:, p]))
     nested = L.example_losses(theta.reshape(2, 2, 2, L.dim), batch)  # any leading dims [R, *S, D]
     torch.testing.assert_close(nested.reshape(2, 4, 6), together)
+
+
+CLOSED_FORMS = [
+    ("linear_regression", {}),
+    ("linear_regression", {"noise_std": 0.5}),
+    ("logistic_regression", {}),
+    ("logistic_regression", {"l2": 0.0}),
+    ("teacher_student", {"activation": "gelu"}),
+    ("teacher_student", {"activation": "relu"}),
+    ("teacher_student", {"activation": "tanh", "outputs": 2}),
+]
+
+
+@pytest.mark.parametrize("name,over", CLOSED_FORMS)
+def test_closed_form_loss_and_grad_equals_autograd(name, over):
+    """The SGD step's ``loss_and_grad`` (written out for these landscapes) against the base
+    class's autograd of ``loss``, in float64 at points away from the start; the batch holds
+    repeated examples (sampled with replacement) as real mini-batches do."""
+    L = make(name, replicates=3, **over)
+    assert type(L).loss_and_grad is not Landscape.loss_and_grad  # a closed form is really under test
+    g = torch.Generator().manual_seed(7)
+    theta = L.initial_point + 0.5 * torch.randn(3, L.dim, generator=g, dtype=F64)
+    batch = L.sample(25, torch.Generator().manual_seed(8))
+    loss, grad = L.loss_and_grad(theta, batch)
+    ref_loss, ref_grad = Landscape.loss_and_grad(L, theta, batch)
+    assert grad.shape == (3, L.dim) and not grad.requires_grad and grad.abs().max() > 1e-3
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(loss, L.loss(theta, batch), rtol=1e-12, atol=1e-13)
+
+
+def test_loss_and_grad_falls_back_to_autograd_with_batch_norm_and_populations():
+    L = make("teacher_student_bn", replicates=2)
+    theta = L.initial_point + 0.1
+    batch = L.sample(6, torch.Generator().manual_seed(9))
+    loss, grad = L.loss_and_grad(theta, batch)
+    torch.testing.assert_close(grad, grad_of(lambda th: L.loss(th, batch), theta))
+    M = make("logistic_regression", replicates=2)
+    pop = torch.randn(2, 3, M.dim, generator=torch.Generator().manual_seed(2), dtype=F64)  # [R, P, D]
+    mb = M.sample(4, torch.Generator().manual_seed(1))
+    loss, grad = M.loss_and_grad(pop, mb)
+    assert loss.shape == (2, 3) and grad.shape == pop.shape
+    torch.testing.assert_close(grad, grad_of(lambda th: M.loss(th, mb), pop))

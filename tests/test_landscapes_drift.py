@@ -242,3 +242,23 @@ def test_change_times_are_exposed_for_tracking_measures():
     assert make(drift={"kind": "switch", "every": 250.0}).change_times(1000.0) == [250.0, 500.0, 750.0, 1000.0]
     assert make(drift={"kind": "linear"}).change_times(1000.0) is None
     assert peaks().change_times(350.0) == [100.0, 200.0, 300.0]
+
+
+@pytest.mark.parametrize("kind,params,drift", [
+    ("logistic_regression", {"n_examples": 50, "features": 4}, {"kind": "rotation", "angular_speed": 0.01}),
+    ("linear_regression", {"n_examples": 50, "features": 4}, {"kind": "linear", "speed": 0.01}),
+    ("sphere", {"dim": 4}, {"kind": "linear", "speed": 0.01}),
+])
+def test_drifting_loss_and_grad_is_the_gradient_at_time_t(kind, params, drift):
+    """Concept drift hands the batch (labelled at t) to the inner closed form; a moved analytic
+    function differentiates through the inverse drift map.  Either way it is the autograd gradient
+    of ``loss`` at t."""
+    L = build_landscape(kind, params, replicates=2, seed=3, dtype=F64, drift=drift)
+    t = torch.tensor([50.0, 120.0], dtype=F64)
+    theta = torch.randn(2, 4, generator=torch.Generator().manual_seed(4), dtype=F64)
+    batch = L.sample(12, torch.Generator().manual_seed(5), t)
+    loss, grad = L.loss_and_grad(theta, batch, t)
+    th = theta.clone().requires_grad_(True)
+    L.loss(th, batch, t).sum().backward()
+    torch.testing.assert_close(loss, L.loss(theta, batch, t), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(grad, th.grad, rtol=1e-10, atol=1e-12)

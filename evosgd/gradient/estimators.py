@@ -9,7 +9,8 @@ one draw per step for all replicates, so no per-replicate loop).
   replacement in shuffled epochs (finite-sum landscapes: one permutation of the n examples per
   replicate and epoch; an epoch ends when fewer than b examples are left, which are dropped, as
   ``DataLoader(drop_last=True)`` does).
-* :func:`batch_gradient` — the autograd gradient of the batch mean loss; with ``stats=True``
+* :func:`batch_gradient` — the gradient of the batch mean loss (``landscape.loss_and_grad``:
+  autograd, or the landscape's closed form where it has one); with ``stats=True``
   also the per-example gradient variance ``tr(Sigma_hat)`` (via ``vmap``; costs more, so only
   when a transform or metric asks).
 * :func:`accumulated_gradient` — the mean of k micro-batch gradients: equal to the gradient of
@@ -117,12 +118,12 @@ def batch_gradient(landscape: Landscape, theta: Tensor, batch: Batch, t: Time = 
                 g = (G * w).sum(dim=1) / bsize.unsqueeze(-1)
                 var = ((G - g.unsqueeze(1)).pow(2) * w).sum(dim=(1, 2)) / (bsize - 1).clamp(min=1)
         return GradientInfo(g, loss, bsize, var)
+    if weights is None:
+        loss, g = landscape.loss_and_grad(theta, batch, t)  # closed form where the landscape has one
+        return GradientInfo(g, loss, bsize)
     with torch.enable_grad():
         th = theta.requires_grad_(True)
-        if weights is None:
-            loss = landscape.loss(th, batch, t)
-        else:
-            loss = _weighted_mean(landscape.example_losses(th, batch, t), weights)
+        loss = _weighted_mean(landscape.example_losses(th, batch, t), weights)
         # Replicates are independent, so the gradient of the sum is each replicate's gradient.
         (g,) = torch.autograd.grad(loss.sum(), th)
     return GradientInfo(g, loss.detach(), bsize)

@@ -89,6 +89,23 @@ class Landscape(abc.ABC):
         """Mean loss over the batch ``[R, *S]``."""
         return self.example_losses(theta, batch, t).mean(dim=-1)
 
+    def loss_and_grad(self, theta: torch.Tensor, batch: Batch, t: Time = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss [R, *S], grad [R, *S, D])``: the mini-batch mean loss at ``theta`` and its
+        gradient with respect to each point (points are independent), no graph kept.  The SGD
+        step calls it with one point per replicate, ``theta [R, D]``.
+
+        The default differentiates :meth:`loss` with autograd (replicates are independent, so the
+        gradient of the sum over replicates is each one's gradient).  A landscape with a closed-form
+        gradient overrides it: the SGD step calls it every step, and at small batches autograd's
+        graph and backward pass cost more than the arithmetic (tests check every override against
+        this default).
+        """
+        with torch.enable_grad():
+            th = theta.detach().requires_grad_(True)
+            loss = self.loss(th, batch, t)
+            (g,) = torch.autograd.grad(loss.sum(), th)
+        return loss.detach(), g
+
     @abc.abstractmethod
     def true_loss(self, theta: torch.Tensor, t: Time = None) -> torch.Tensor:
         """Expected (full-data) loss ``[R, *S]``."""

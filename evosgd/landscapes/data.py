@@ -211,6 +211,18 @@ class LinearRegression(DataLandscape):
         res = pred - batch["y"].unsqueeze(1)
         return (0.5 * res * res).reshape(theta.shape[:-1] + (res.shape[-1],))
 
+    def loss_and_grad(self, theta: torch.Tensor, batch: Batch, t: Time = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed form: with residuals ``r_i = x_i . w - y_i``, ``L = (1/2b) sum_i r_i^2`` and
+        ``grad L = (1/b) X^T r`` (two ``bmm``; equal to autograd's up to rounding)."""
+        if theta.dim() != 2:
+            return super().loss_and_grad(theta, batch, t)
+        x = batch["x"]
+        b = x.shape[1]
+        res = torch.bmm(x, theta.detach().unsqueeze(2)).squeeze(2).sub_(batch["y"])  # [R, b]
+        loss = res.square().sum(-1).mul_(0.5 / b)
+        grad = torch.bmm(res.unsqueeze(1), x).squeeze(1).div_(b)
+        return loss, grad
+
     def _lstsq(self, concept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._x64
         y = (x * concept.detach().to("cpu", torch.float64).unsqueeze(1)).sum(-1) + self._eps64
@@ -283,6 +295,26 @@ class LogisticRegression(DataLandscape):
         m = torch.bmm(th, batch["x"].transpose(1, 2))  # = einsum("rnd,rpd->rpn", x, th), see LinearRegression
         losses = F.softplus(-batch["s"].unsqueeze(1) * m) + 0.5 * self.params.l2 * (th * th).sum(-1, keepdim=True)
         return losses.reshape(theta.shape[:-1] + (m.shape[-1],))
+
+    def loss_and_grad(self, theta: torch.Tensor, batch: Batch, t: Time = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed form: with margins ``m_i = x_i . w`` and ``z_i = -s_i m_i``,
+        ``L = (1/b) sum_i softplus(z_i) + (l2/2) ||w||^2`` and, since softplus' = sigmoid,
+        ``grad L = -(1/b) sum_i s_i sigmoid(z_i) x_i + l2 w`` (two ``bmm``; equal to autograd's up
+        to rounding)."""
+        if theta.dim() != 2:
+            return super().loss_and_grad(theta, batch, t)
+        x, s = batch["x"], batch["s"]
+        b = x.shape[1]
+        w = theta.detach()
+        z = torch.bmm(x, w.unsqueeze(2)).squeeze(2).mul_(s).neg_()  # [R, b]
+        l2 = self.params.l2
+        loss = F.softplus(z).mean(-1)
+        coef = torch.sigmoid(z).mul_(s).mul_(-1.0 / b)
+        grad = torch.bmm(coef.unsqueeze(1), x).squeeze(1)
+        if l2:
+            loss = loss.add_(w.square().sum(-1), alpha=0.5 * l2)
+            grad = grad.add_(w, alpha=l2)
+        return loss, grad
 
     def newton(self, concept: torch.Tensor, tol: float = 1e-10, max_iter: int = 100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(w*, loss*, converged[R]) in float64 for the dataset labelled by ``concept``."""

@@ -281,6 +281,11 @@ class DriftingLandscape(Landscape):
             return self.inner.loss(theta, batch, t)
         return self.inner.loss(self.drift.inverse(theta, t), batch, t)
 
+    def loss_and_grad(self, theta: torch.Tensor, batch: Batch, t: Time = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.concept_mode:  # labels at t are in the batch: the inner landscape's (closed-form) gradient
+            return self.inner.loss_and_grad(theta, batch, t)
+        return super().loss_and_grad(theta, batch, t)  # autograd through the inverse drift map
+
     def true_loss(self, theta: torch.Tensor, t: Time = None) -> torch.Tensor:
         if self.concept_mode:
             return self.inner.true_loss_with(theta, self.concept_at(t))  # type: ignore[attr-defined]
