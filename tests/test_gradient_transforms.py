@@ -20,13 +20,19 @@ def _gradients(seed: int = 0) -> torch.Tensor:
     return torch.randn(STEPS, R, D, generator=g, dtype=torch.float64) + 0.3
 
 
-def _run_chain(tx: T.GradientTransform, p0: torch.Tensor, grads: torch.Tensor, grad_of_params=None) -> torch.Tensor:
+def _run_chain(tx: T.GradientTransform, p0: torch.Tensor, grads: torch.Tensor, grad_of_params=None,
+               fused: bool = False) -> torch.Tensor:
+    """``fused``: step with ``apply_updates`` (what the SGD optimizer calls) instead of
+    ``update`` followed by ``p + u``."""
     p, s = p0.clone(), tx.init(p0)
     for g in grads:
         if grad_of_params is not None:
             g = g + grad_of_params(p)
-        u, s = tx.update(g, s, p)
-        p = p + u
+        if fused:
+            p, s = T.apply_updates(tx, g, s, p)
+        else:
+            u, s = tx.update(g, s, p)
+            p = p + u
     return p
 
 
@@ -72,10 +78,30 @@ def test_sgd_matches_torch(cfg):
     if cfg.get("momentum"):
         parts.append(T.momentum(cfg["momentum"], cfg.get("dampening", 0.0), cfg.get("nesterov", False)))
     parts.append(T.scale_by_learning_rate(lr))
-    ours = _run_chain(T.chain(*parts), p0, grads, _pull)
     ref = _run_torch(lambda ps: torch.optim.SGD(ps, lr=lr, **cfg), p0, grads, _pull)
-    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    for fused in (False, True):
+        ours = _run_chain(T.chain(*parts), p0, grads, _pull, fused=fused)
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(ours, p0)
+
+
+def test_apply_updates_fuses_only_a_constant_learning_rate_last():
+    """The fused step ``add(p, u, alpha=-eta)`` is offered exactly when the chain ends with a
+    constant learning rate, and equals ``p + update`` up to rounding (one ulp per step at most);
+    a schedule, or a chain not ending with the lr, falls back to ``p + update``, bit for bit."""
+    p0 = torch.randn(R, D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    grads = _gradients(4)[:20]
+    const = T.chain(T.momentum(0.9), T.scale_by_learning_rate(0.1))
+    assert const.apply is not None
+    torch.testing.assert_close(_run_chain(const, p0, grads, fused=True), _run_chain(const, p0, grads), rtol=1e-13, atol=1e-14)
+    sched = T.chain(T.momentum(0.9), T.scale_by_learning_rate(S.cosine_schedule(0.1, 20)))
+    not_last = T.chain(T.scale_by_learning_rate(0.1), T.momentum(0.9))
+    assert not_last.apply is None
+    for tx in (sched, not_last):
+        assert torch.equal(_run_chain(tx, p0, grads, fused=True), _run_chain(tx, p0, grads))
+    # the state advances the same way: the lr metric and the step counter
+    _, s = T.apply_updates(const, grads[0], const.init(p0), p0)
+    assert s[-1].count.tolist() == [1] * R and torch.equal(s[-1].lr, torch.full((R,), 0.1, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("wd,decoupled", [(0.0, False), (0.02, False), (0.02, True)])

@@ -233,8 +233,7 @@ class GradientOptimizer(Optimizer):
             active = torch.as_tensor(active_host, device=self.device)
         t = self.time() if self.landscape.drifting else None
         info = self.gradient(active, t)
-        updates, new_state = self.tx.update(info.grads, self.state, self.theta, **info.extras())
-        new_theta = self.theta + updates
+        new_theta, new_state = T.apply_updates(self.tx, info.grads, self.state, self.theta, **info.extras())
         self.charge(active_host)
         self.budget.step(None if active_host.all() else active_host)
         if active_host.all():
