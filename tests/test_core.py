@@ -79,3 +79,38 @@ def test_registry_unknown_name_suggests():
         LANDSCAPES.validate("sphere", {"dim": -3})
     with pytest.raises(ConfigError, match="unknown key.*did you mean 'noise_std'"):
         LANDSCAPES.validate("sphere", {"noise_sd": 1.0})
+
+
+def test_check_divergence_is_exactly_the_elementwise_test():
+    """The screen (one total while nothing has diverged, then row sums) must flag exactly the rows
+    holding a NaN or an infinity: not a row whose sum merely overflows, and each row once, at the
+    step it happened."""
+    from evosgd.core.optimizer import Optimizer
+
+    class Stub(Optimizer):
+        def step(self):
+            pass
+
+        def recommend(self):
+            return torch.zeros(3, 2)
+
+    class L:
+        device, dtype, replicates = torch.device("cpu"), torch.float32, 3
+
+    budget = Budget(3)
+    opt = Stub(None, landscape=L(), budget=budget, generator=torch.Generator())
+    big = torch.tensor([[3e38, 3e38], [1.0, 2.0], [-3e38, -3e38]])  # finite, but the sums overflow
+    loss = torch.tensor([1.0, 2.0, 3.0])
+    assert opt.check_divergence(loss, big).tolist() == [False, False, False]
+    budget.step()
+    bad = big.clone()
+    bad[1, 0] = float("nan")
+    assert opt.check_divergence(loss, bad).tolist() == [False, True, False]
+    assert opt.diverged_step.tolist() == [-1, 1, -1]
+    budget.step()
+    worse = bad.clone()
+    worse[2, 1] = -float("inf")  # row path now (one replicate has diverged); row 1 is not re-flagged
+    assert opt.check_divergence(loss, worse).tolist() == [False, True, True]
+    assert opt.diverged_step.tolist() == [-1, 1, 2]
+    assert opt.check_divergence(torch.tensor([float("inf"), 0.0, 0.0]), big).tolist() == [True, True, True]
+    assert opt.diverged_step.tolist() == [2, 1, 2]

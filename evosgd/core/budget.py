@@ -31,6 +31,7 @@ import torch
 from evosgd.core.errors import ParameterError
 
 CLOCK_UNITS = ("cost", "evaluations", "steps", "sim_time")
+_SCALARS = (int, float)
 
 
 def _as_host(x: Any, n: int) -> np.ndarray | float:
@@ -95,6 +96,14 @@ class Budget:
 
     def charge(self, evaluations: Any = 0, gradient_evaluations: Any = 0, mask: Any = None) -> None:
         """Charge forward evaluations and per-example gradients (scalars or ``[R]`` arrays)."""
+        if mask is None and type(evaluations) in _SCALARS and type(gradient_evaluations) in _SCALARS:
+            # the common case (every replicate pays the same): two in-place scalar additions,
+            # the same float64 sums as below without the conversions and the slicing
+            if evaluations:
+                self.evaluations += evaluations
+            if gradient_evaluations:
+                self.gradient_evaluations += gradient_evaluations
+            return
         m = self._mask(mask)
         ev = _as_host(evaluations, self.replicates)
         gv = _as_host(gradient_evaluations, self.replicates)
@@ -103,7 +112,10 @@ class Budget:
 
     def step(self, mask: Any = None) -> None:
         """Count one optimizer step / generation."""
-        self.steps[self._mask(mask)] += 1
+        if mask is None:
+            self.steps += 1
+        else:
+            self.steps[self._mask(mask)] += 1
 
     def advance_time(self, dt: Any, mask: Any = None) -> None:
         """Advance the simulated wall-clock (distributed and straggler models)."""

@@ -69,19 +69,28 @@ class Optimizer(abc.ABC):
     def check_divergence(self, *values: torch.Tensor) -> torch.Tensor:
         """Mark replicates whose values (leading dim R) are non-finite; returns the new ``diverged``.
 
-        Costs one host synchronisation when it finds something new, none otherwise on CPU.
+        Costs one host read (a bool) per call.
 
         One pass over each value: a row holding a NaN or an infinity has a non-finite sum, so
         ``isfinite(row sum)`` screens a whole population for the price of one reduction (an
         elementwise ``isfinite(...).all()`` reads it and writes a mask as large, and dominated the
-        check on large populations).  A row whose sum merely overflows is confirmed
-        elementwise before it is flagged, so the result is exactly the elementwise test.
+        check on large populations).  While no replicate has diverged (the host ledger
+        ``diverged_step`` says so without a device op) the screen is one total over all values:
+        the fewest tensor calls for the common case.  A sum that merely overflows is confirmed
+        elementwise before anything is flagged, so the result is exactly the elementwise test.
         """
-        new = self._non_finite_rows(values, exact=False)
-        if (self.diverged_step >= 0).any():  # host ledger: no device op while nothing has diverged
-            new = new & ~self.diverged
-        if bool(new.any()):
-            new = self._non_finite_rows(values, exact=True) & ~self.diverged  # rare: confirm
+        if not (self.diverged_step >= 0).any():
+            total = None
+            for v in values:
+                s = v.sum()
+                total = s if total is None else total + s
+            if total is None or bool(torch.isfinite(total)):
+                return self.diverged
+            new = self._non_finite_rows(values, exact=True)
+        else:
+            new = self._non_finite_rows(values, exact=False) & ~self.diverged
+            if bool(new.any()):
+                new = self._non_finite_rows(values, exact=True) & ~self.diverged  # rare: confirm
         if bool(new.any()):
             idx = new.nonzero().flatten().cpu().numpy()
             self.diverged_step[idx] = self.budget.steps[idx]
