@@ -300,3 +300,26 @@ def test_memory_estimate_grows_with_replicates_population_and_batch():
     assert big == 2 * small
     store = ResultsStore("unused")
     assert store.run_file("x") == "runs/x.parquet"
+
+
+def _pid_after_a_while(task: int) -> tuple[int, int]:
+    time.sleep(0.1)
+    return task, os.getpid()
+
+
+def test_process_pool_runs_every_task_once_and_the_parent_helps_while_it_starts():
+    """The pool starts on a background thread (the forkserver's imports take seconds); until a
+    worker has finished a task the parent runs tasks from the other end of the list.  Every task
+    is run exactly once, some here and some in the workers."""
+    from evosgd.run.executors import ProcessPoolExecutor
+
+    tasks = list(range(16))
+    with ProcessPoolExecutor(2) as ex:
+        out = list(ex.map(_pid_after_a_while, tasks))
+    assert sorted(t for t, _ in out) == tasks
+    assert all(t == r[0] for t, r in out)
+    pids = {r[1] for _, r in out}
+    assert os.getpid() in pids and len(pids - {os.getpid()}) >= 1
+    parent_tasks = [t for t, r in out if r[1] == os.getpid()]
+    # the workers take tasks from the front of the list, the parent from the back: they meet once
+    assert min(parent_tasks) == max(t for t, r in out if r[1] != os.getpid()) + 1

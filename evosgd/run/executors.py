@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import signal
+import threading
 from typing import Any, Callable, Iterable, Iterator
 
 
@@ -89,7 +90,7 @@ def _worker_init(modules: list[str], progress_queue: Any = None) -> None:
     torch.set_num_threads(1)
     from evosgd.core.registry import load_all
 
-    load_all()
+    load_all(analyses=False)  # workers execute runs; the analyses run in the parent
     for m in modules:  # components registered outside evosgd (plugins, test modules)
         importlib.import_module(m)
 
@@ -118,37 +119,34 @@ class ProcessPoolExecutor(Executor):
         self._pool: cf.ProcessPoolExecutor | None = None
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
-        """Tasks go to the pool a few at a time (at most 2 per worker queued), so that, until the
-        first worker has finished a task, this process runs tasks itself from the other end of
-        the list: starting the workers (the forkserver imports torch and evosgd, about 2 s) then
-        overlaps with useful work instead of leaving the parent idle."""
+        """Tasks go to the pool a few at a time (at most 2 per worker queued).  The pool is
+        started on a background thread: the first submission blocks until the forkserver has
+        imported torch and evosgd (about 2 s of one core) and forked the workers.  Meanwhile,
+        and until the first worker has finished a task, this process runs tasks itself from the
+        other end of the list, so the start-up overlaps with useful work."""
         pending = collections.deque(tasks)
         if not pending:
             return
-        env_threads = os.environ.get("OMP_NUM_THREADS")
-        os.environ["OMP_NUM_THREADS"] = "1"  # read by the workers' OpenMP at start-up
-        try:
-            self._pool = cf.ProcessPoolExecutor(max_workers=min(self.workers, len(pending)),
-                                                mp_context=_context(),
-                                                initializer=_worker_init,
-                                                initargs=(self.modules, self.progress_queue))
-            futures: dict[cf.Future, Any] = {}
-            while pending and len(futures) < 2 * self.workers:
-                t = pending.popleft()
-                futures[self._pool.submit(fn, t)] = t
-        finally:
-            if env_threads is None:
-                os.environ.pop("OMP_NUM_THREADS", None)
-            else:
-                os.environ["OMP_NUM_THREADS"] = env_threads
+        futures: dict[cf.Future, Any] = {}
+        lock = threading.Lock()  # guards ``pending`` and ``futures`` while the starter runs
+        self._starter = threading.Thread(target=self._start_pool, args=(fn, pending, futures, lock),
+                                         name="evosgd-pool-start", daemon=True)
+        self._start_error = None
+        self._starter.start()
         workers_up = False
+        while not workers_up:
+            with lock:
+                started = not self._starter.is_alive()
+                if started and self._start_error is not None:
+                    raise self._start_error
+                workers_up = started and (not pending or any(f.done() for f in futures))
+                task = pending.pop() if not workers_up and pending else None  # the pool takes from the front
+            if task is None:
+                if not workers_up:  # nothing left for this process: wait for the pool to start
+                    self._starter.join()
+                continue
+            yield task, fn(task)
         while futures:
-            if not workers_up and pending:
-                workers_up = any(f.done() for f in futures)
-                if not workers_up:
-                    task = pending.pop()  # from the far end: the pool takes from the front
-                    yield task, fn(task)
-                    continue
             done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
             for fut in done:
                 task = futures.pop(fut)
@@ -161,7 +159,37 @@ class ProcessPoolExecutor(Executor):
                     futures[self._pool.submit(fn, t)] = t
                 yield task, result
 
+    def _start_pool(self, fn: Callable[[Any], Any], pending: collections.deque, futures: dict, lock: threading.Lock) -> None:
+        """(starter thread) Create the pool and queue its first tasks."""
+        env_threads = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"  # read by the workers' OpenMP at start-up
+        try:
+            with lock:
+                n = min(self.workers, len(pending))
+            if n == 0:
+                return
+            self._pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=_context(), initializer=_worker_init,
+                                                initargs=(self.modules, self.progress_queue))
+            while True:
+                with lock:
+                    if not pending or len(futures) >= 2 * self.workers:
+                        return
+                    t = pending.popleft()
+                fut = self._pool.submit(fn, t)  # the first ones block until the workers exist
+                with lock:
+                    futures[fut] = t
+        except BaseException as e:  # re-raised by map in the main thread
+            self._start_error = e
+        finally:
+            if env_threads is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = env_threads
+
     def shutdown(self, cancel: bool = False) -> None:
+        starter = getattr(self, "_starter", None)
+        if starter is not None:
+            starter.join()  # the pool exists (or failed) before it is shut down
         pool, self._pool = self._pool, None
         if pool is None:
             return
