@@ -14,6 +14,9 @@ examples are drawn from instance r).  Then
   distribution at time t;
 * ``example_losses(theta, batch, t) -> [R, *S, n]``  the loss of each example at each point;
 * ``loss(theta, batch, t) -> [R, *S]``  the mean over the batch, differentiable with autograd;
+* ``loss_and_grad(theta, batch, t) -> ([R, *S], [R, *S, D])``  the mean loss and its gradient,
+  what the SGD step calls: autograd of ``loss`` by default, written out where a landscape has a
+  closed form (linear and logistic regression, the teacher-student MLP without batch norm);
 * ``true_loss(theta, t) -> [R, *S]``  the expected (full-data) loss, what users compare;
 * ``optimum(t) -> [R, D]`` and ``optimal_loss(t) -> [R]`` where known, else ``None``;
 * ``initial_point``: ``[R, D]``, the common starting point (drawn uniformly in ``domain``);
