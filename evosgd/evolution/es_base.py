@@ -134,6 +134,7 @@ class EvolutionStrategy(Optimizer):
         R = self.replicates
         self.best_x = self.x0.clone()
         self.best_f = torch.full((R,), math.inf, device=self.device, dtype=self.dtype)
+        self._all_active: torch.Tensor | None = None
         self.setup()
         self.state = self.init_state()
 
@@ -159,8 +160,9 @@ class EvolutionStrategy(Optimizer):
 
     def evaluate(self, population: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """Losses ``[R, P]``, charging ``P x cost`` to the active replicates."""
+        mask = None if active is self._all_active else active  # everybody pays: a scalar charge
         return evaluate_population(self.landscape, self.budget, self.generator, population, self.params.batch_size,
-                                   mask=active)
+                                   mask=mask)
 
     def valid_members(self, population: torch.Tensor) -> torch.Tensor | None:
         """``[R, P]`` bool of the members that really belong to each replicate's population (None: all);
@@ -172,9 +174,13 @@ class EvolutionStrategy(Optimizer):
 
     # -- the protocol --------------------------------------------------------------------
     def step(self) -> None:
-        active = self.active
-        if not bool(active.any()):
+        host_active = ~self.budget.exhausted() & (self.diverged_step < 0)
+        if not host_active.any():
             return
+        if host_active.all():
+            self._step_all()
+            return
+        active = torch.as_tensor(host_active, device=self.device)
         population, aux = self.ask(self.state)
         losses = self.evaluate(population, active)
         new = self.tell(self.state, population, losses, aux)
@@ -189,9 +195,32 @@ class EvolutionStrategy(Optimizer):
         self.after_commit(ok, losses)
         self.budget.step(active)
 
+    def _step_all(self) -> None:
+        """``step`` when every replicate steps (the common case): nothing to mask unless one diverges
+        now, and the host ledger ``diverged_step`` says so without a device read, so the new state
+        is taken whole instead of selected field by field."""
+        if self._all_active is None:
+            self._all_active = torch.ones(self.replicates, dtype=torch.bool, device=self.device)
+        active = self._all_active
+        population, aux = self.ask(self.state)
+        losses = self.evaluate(population, active)
+        new = self.tell(self.state, population, losses, aux)
+        valid = self.valid_members(population)
+        checked = losses if valid is None else torch.where(valid, losses, torch.zeros_like(losses))
+        self.check_divergence(checked, *float_fields(new))
+        if (self.diverged_step < 0).all():
+            ok = active
+            self.state = new
+        else:
+            ok = ~self.diverged
+            self.state = commit(ok, new, self.state)
+        self._track_best(ok, population, checked if valid is None else torch.where(valid, losses, math.inf))
+        self.after_commit(ok, losses)
+        self.budget.step(None)
+
     def _track_best(self, ok: torch.Tensor, population: torch.Tensor, losses: torch.Tensor) -> None:
         fmin, idx = losses.min(dim=1)
-        xmin = population[torch.arange(population.shape[0], device=self.device), idx]
+        xmin = torch.gather(population, 1, idx.view(-1, 1, 1).expand(-1, 1, population.shape[2])).squeeze(1)
         better = ok & (fmin < self.best_f)
         self.best_f = torch.where(better, fmin, self.best_f)
         self.best_x = torch.where(better.unsqueeze(1), xmin, self.best_x)
