@@ -119,6 +119,24 @@ class CMAConstants:
     eigen_gap: torch.Tensor  # [R] long
     history: torch.Tensor    # [R] long, 10 + ceil(30 D / lambda) (tol_fun window)
     stagnation: torch.Tensor  # [R] long, 120 + ceil(30 D / lambda)
+    # derived once per (re)start rather than every generation
+    w_pos: torch.Tensor = None     # [R, P_max] the positive weights (recombination of the mean)
+    w_neg: torch.Tensor = None     # [R, P_max] bool, negative weights (rescaled by n / ||z||^2)
+    cs_keep: torch.Tensor = None   # 1 - c_sigma
+    cs_norm: torch.Tensor = None   # sqrt(c_sigma (2 - c_sigma) mu_eff)
+    cc_keep: torch.Tensor = None   # 1 - c_c
+    cc_norm: torch.Tensor = None   # sqrt(c_c (2 - c_c) mu_eff)
+    cc_delta: torch.Tensor = None  # c_c (2 - c_c)
+    decay: torch.Tensor = None     # 1 - c_1 - c_mu sum_j w_j (decay of C when h_sigma = 1)
+
+    def __post_init__(self) -> None:
+        self.w_pos = self.weights.clamp(min=0.0)
+        self.w_neg = self.weights < 0
+        self.cs_keep, self.cc_keep = 1 - self.cs, 1 - self.cc
+        self.cs_norm = torch.sqrt(self.cs * (2 - self.cs) * self.mu_eff)
+        self.cc_delta = self.cc * (2 - self.cc)
+        self.cc_norm = torch.sqrt(self.cc_delta * self.mu_eff)
+        self.decay = 1 - self.c1 - self.cmu * self.sum_w
 
 
 def cma_defaults(n: int, lam: int, *, active: bool = True, separable: bool = False) -> dict:
@@ -210,11 +228,13 @@ class CMAES(EvolutionStrategy):
         return state.mean.unsqueeze(1) + state.sigma.view(-1, 1, 1) * y, z
 
     def _y(self, state: CMAState, z: torch.Tensor) -> torch.Tensor:
-        """y = B diag(d) z for z ``[R, P, D]``."""
+        """y = B diag(d) z for z ``[R, P, D]`` (rows: ``(d * z) B^T``, one ``bmm``)."""
         dz = z * state.d.unsqueeze(1)
-        return dz if self.separable else torch.einsum("rij,rpj->rpi", state.B, dz)
+        return dz if self.separable else torch.bmm(dz, state.B.transpose(1, 2))
 
-    def valid_members(self, population: torch.Tensor) -> torch.Tensor:
+    def valid_members(self, population: torch.Tensor) -> torch.Tensor | None:
+        if self.params.restarts == "none":
+            return None  # one lambda for every replicate: all members are real
         idx = torch.arange(population.shape[1], device=self.device)
         return idx.unsqueeze(0) < self.constants.popsize.unsqueeze(1)
 
@@ -234,38 +254,37 @@ class CMAES(EvolutionStrategy):
         k = self.constants
         n = self.dim
         valid = self.valid_members(population)
-        ranked = torch.where(valid, losses, math.inf)
-        ranked = torch.where(torch.isnan(ranked), math.inf, ranked)  # NaN losses rank last (and mark divergence)
+        ranked = losses if valid is None else torch.where(valid, losses, math.inf)
+        ranked = ranked.nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf)  # NaN losses rank last (and mark divergence)
         order = torch.argsort(ranked, dim=1, stable=True)
         z = torch.gather(z, 1, order.unsqueeze(-1).expand(-1, -1, n))
         y = self._y(state, z)
         w = k.weights                                   # [R, P], sorted ranks
-        w_pos = w.clamp(min=0.0)
-        y_w = torch.einsum("rp,rpd->rd", w_pos, y)
-        z_w = torch.einsum("rp,rpd->rd", w_pos, z)      # so C^{-1/2} <y>_w = B <z>_w
-        cinv_y_w = z_w if self.separable else torch.einsum("rij,rj->ri", state.B, z_w)
+        # weighted sums over the population as [R, 1, P] @ [R, P, D] products
+        y_w = torch.bmm(k.w_pos.unsqueeze(1), y).squeeze(1)
+        z_w = torch.bmm(k.w_pos.unsqueeze(1), z).squeeze(1)      # so C^{-1/2} <y>_w = B <z>_w
+        cinv_y_w = z_w if self.separable else torch.bmm(state.B, z_w.unsqueeze(2)).squeeze(2)
 
-        mean = state.mean + state.sigma.unsqueeze(1) * y_w
-        cs, ds = k.cs, k.ds
-        p_sigma = (1 - cs).unsqueeze(1) * state.p_sigma + torch.sqrt(cs * (2 - cs) * k.mu_eff).unsqueeze(1) * cinv_y_w
+        mean = torch.addcmul(state.mean, state.sigma.unsqueeze(1), y_w)
+        cs = k.cs
+        p_sigma = torch.addcmul(k.cs_keep.unsqueeze(1) * state.p_sigma, k.cs_norm.unsqueeze(1), cinv_y_w)
         ps_norm = p_sigma.norm(dim=1)
-        sigma = state.sigma * torch.exp((cs / ds) * (ps_norm / self.chi_n - 1.0))
+        sigma = state.sigma * torch.exp((cs / k.ds) * (ps_norm / self.chi_n - 1.0))
         g1 = (state.generation + 1).to(self.dtype)
-        h_sigma = (ps_norm / torch.sqrt(1 - (1 - cs) ** (2 * g1)) < (1.4 + 2.0 / (n + 1)) * self.chi_n).to(self.dtype)
-        cc = k.cc
-        p_c = (1 - cc).unsqueeze(1) * state.p_c + (h_sigma * torch.sqrt(cc * (2 - cc) * k.mu_eff)).unsqueeze(1) * y_w
+        h_sigma = (ps_norm / torch.sqrt(1 - k.cs_keep ** (2 * g1)) < (1.4 + 2.0 / (n + 1)) * self.chi_n).to(self.dtype)
+        p_c = torch.addcmul(k.cc_keep.unsqueeze(1) * state.p_c, (h_sigma * k.cc_norm).unsqueeze(1), y_w)
 
         # negative weights are rescaled by n / ||C^{-1/2} y_i||^2 = n / ||z_i||^2 (keeps C positive definite)
         z_sq = (z * z).sum(dim=2).clamp(min=torch.finfo(self.dtype).tiny)
-        w_circ = torch.where(w >= 0, w, w * n / z_sq)
-        delta = (1 - h_sigma) * cc * (2 - cc)
-        decay = 1 + k.c1 * delta - k.c1 - k.cmu * k.sum_w
+        w_circ = torch.where(k.w_neg, w * n / z_sq, w)
+        # 1 + c_1 delta(h_sigma) - c_1 - c_mu sum w, delta(h) = (1 - h) c_c (2 - c_c)
+        decay = k.decay + k.c1 * (1 - h_sigma) * k.cc_delta
         if self.separable:
             C = (decay.unsqueeze(1) * state.C + k.c1.unsqueeze(1) * p_c ** 2
-                 + k.cmu.unsqueeze(1) * torch.einsum("rp,rpd->rd", w_circ, y * y))
+                 + k.cmu.unsqueeze(1) * torch.bmm(w_circ.unsqueeze(1), y * y).squeeze(1))
         else:
-            rank_one = torch.einsum("ri,rj->rij", p_c, p_c)
-            rank_mu = torch.einsum("rp,rpi,rpj->rij", w_circ, y, y)
+            rank_one = p_c.unsqueeze(2) * p_c.unsqueeze(1)
+            rank_mu = torch.bmm((y * w_circ.unsqueeze(2)).transpose(1, 2), y)  # sum_i w°_i y_i y_i^T
             C = decay.view(-1, 1, 1) * state.C + k.c1.view(-1, 1, 1) * rank_one + k.cmu.view(-1, 1, 1) * rank_mu
             C = 0.5 * (C + C.transpose(1, 2))  # keep it exactly symmetric against round-off
         new = CMAState(mean=mean, sigma=sigma, C=C, B=state.B, d=state.d, p_sigma=p_sigma, p_c=p_c,
@@ -279,14 +298,22 @@ class CMAES(EvolutionStrategy):
             state.d = torch.sqrt(state.C.clamp(min=tiny))
             state.eigen_age = torch.zeros_like(state.eigen_age)
             return state
-        due = state.eigen_age >= self.constants.eigen_gap if self.params.lazy_eigen else torch.ones_like(state.eigen_age, dtype=torch.bool)
-        if not bool(due.any()):
-            return state
+        if self.params.lazy_eigen and not bool((self.constants.eigen_gap == 1).all()):
+            due = state.eigen_age >= self.constants.eigen_gap
+            if not bool(due.any()):
+                return state
+        else:
+            due = None  # every replicate, every generation
         C = state.C
-        # a non-finite C (diverged replicate, never committed) must not stop eigh for the others
-        C = torch.where(torch.isfinite(C).all(dim=(1, 2)).view(-1, 1, 1), C, torch.eye(self.dim, device=self.device, dtype=self.dtype))
+        if not bool(torch.isfinite(C.sum())):
+            # a non-finite C (diverged replicate, never committed) must not stop eigh for the others
+            C = torch.where(torch.isfinite(C).all(dim=(1, 2)).view(-1, 1, 1), C,
+                            torch.eye(self.dim, device=self.device, dtype=self.dtype))
         evals, B = torch.linalg.eigh(C)
         d = torch.sqrt(evals.clamp(min=tiny))
+        if due is None:
+            state.B, state.d, state.eigen_age = B, d, torch.zeros_like(state.eigen_age)
+            return state
         state.B = torch.where(due.view(-1, 1, 1), B, state.B)
         state.d = torch.where(due.unsqueeze(1), d, state.d)
         state.eigen_age = torch.where(due, torch.zeros_like(state.eigen_age), state.eigen_age)
