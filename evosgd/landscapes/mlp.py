@@ -203,7 +203,9 @@ class TeacherStudent(DataLandscape):
                 d = torch.bmm(d, W.transpose(1, 2))
                 a, hj = pre[j - 1], hs[j]
                 if name == "relu":
-                    d = d.masked_fill_(hj <= 0, 0.0)  # = autograd's threshold_backward
+                    # autograd's own ReLU backward (d where h > 0, else 0).  Not masked_fill/where:
+                    # on the CPU those branch per element and a ReLU mask is a coin flip, 30x slower
+                    d = torch.ops.aten.threshold_backward(d, hj, 0)
                 elif name == "tanh":
                     d = d.mul_(1.0 - hj * hj)
                 else:  # exact (erf) GELU: d/da [a Phi(a)] = Phi(a) + a phi(a)
