@@ -243,3 +243,22 @@ def test_diversity_is_rms_distance_to_centroid():
     pop = torch.tensor([[[0.0, 0.0], [2.0, 0.0]]])  # centroid (1,0), distances 1, 1
     assert ops.diversity(pop).item() == pytest.approx(1.0)
     assert ops.genetic_variance(pop).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bitwise_select_and_swap_are_torch_where_bit_for_bit(dtype):
+    """The branch-free selection (coin-flip masks) must give exactly torch.where's bits, NaN,
+    infinities and -0.0 included, for full and broadcast masks."""
+    from evosgd.evolution.operators import _swap, select
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 40, 6, generator=g, dtype=dtype)
+    b = torch.randn(3, 40, 6, generator=g, dtype=dtype)
+    a[0, 0, 0], b[0, 0, 1], a[1, 1, 1], b[2, 2, 2] = math.nan, math.inf, -0.0, -math.inf
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    for mask in (torch.rand(3, 40, 6, generator=g) < 0.5, torch.rand(3, 40, 1, generator=g) < 0.5):
+        assert 0 < mask.float().mean() < 1
+        assert torch.equal(select(mask, a, b).view(bits), torch.where(mask, a, b).view(bits))
+        s1, s2 = _swap(a, b, mask.expand_as(a))
+        assert torch.equal(s1.view(bits), torch.where(mask, b, a).view(bits))
+        assert torch.equal(s2.view(bits), torch.where(mask, a, b).view(bits))

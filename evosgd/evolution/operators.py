@@ -168,8 +168,37 @@ def sel_linear_rank(losses: torch.Tensor, n: int, pressure: float, generator: to
 Crossover = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
+#: integer type of the same width, for bitwise selection
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _bitwise(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.device.type == "cpu" and a.dtype == b.dtype and a.dtype in _BITS and a.shape == b.shape
+
+
+def select(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.where(mask, a, b)``, bit for bit, fast for a mask that is a coin flip per element.
+
+    On the CPU ``torch.where`` takes a branch per element, so a random mask costs a branch
+    misprediction per element: measured 3.7 ns per element for a 50% mask against 0.5 for a 1%
+    one.  Here the choice is arithmetic on the integer views, ``b ^ ((a ^ b) & -mask)`` (all ones
+    where the mask holds): the bits of ``a`` or of ``b``, exactly, at about 0.75 ns per element.
+    Elsewhere (GPU, other dtypes, broadcast operands) it is ``torch.where``."""
+    if not _bitwise(a, b):
+        return torch.where(mask, a, b)
+    it = _BITS[a.dtype]
+    ai, bi = a.view(it), b.view(it)
+    return (bi ^ ((ai ^ bi) & mask.to(it).neg_())).view(a.dtype)
+
+
 def _swap(p1: torch.Tensor, p2: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.where(mask, p2, p1), torch.where(mask, p1, p2)
+    """``(where(mask, p2, p1), where(mask, p1, p2))``; see :func:`select` for the bitwise form."""
+    if not _bitwise(p1, p2):
+        return torch.where(mask, p2, p1), torch.where(mask, p1, p2)
+    it = _BITS[p1.dtype]
+    i1, i2 = p1.view(it), p2.view(it)
+    diff = (i1 ^ i2) & mask.to(it).neg_()
+    return (i1 ^ diff).view(p1.dtype), (i2 ^ diff).view(p1.dtype)
 
 
 def cx_uniform(p1: torch.Tensor, p2: torch.Tensor, generator: torch.Generator, indpb: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:

@@ -92,7 +92,7 @@ def recombine(first: torch.Tensor, second: torch.Tensor, rate: float, generator:
     R, N, D = first.shape
     mixed = torch.rand(R, N, 1, generator=generator, device=first.device) < rate
     take_second = torch.rand(R, N, D, generator=generator, device=first.device) < 0.5
-    return torch.where(mixed & take_second, second, first)
+    return ops.select(mixed & take_second, second, first)  # a coin flip per gene: see ops.select
 
 
 def mutate_continuous(x: torch.Tensor, rate: float, effect: float, generator: torch.Generator) -> torch.Tensor:
