@@ -262,3 +262,16 @@ def test_bitwise_select_and_swap_are_torch_where_bit_for_bit(dtype):
         s1, s2 = _swap(a, b, mask.expand_as(a))
         assert torch.equal(s1.view(bits), torch.where(mask, b, a).view(bits))
         assert torch.equal(s2.view(bits), torch.where(mask, a, b).view(bits))
+
+
+def test_gaussian_mutation_draws_normals_for_the_hits_only():
+    """CPU path: the uniform per gene decides the hits (as before), then one normal per hit, in
+    row-major order, is added there; no other gene moves."""
+    x = torch.randn(3, 50, 20, generator=gen(1))
+    g = gen(2)
+    replay = torch.Generator()
+    replay.set_state(g.get_state())
+    y = ops.mut_gaussian(x, g, sigma=0.5, indpb=0.1)
+    hit = torch.rand(x.shape, generator=replay) < 0.1
+    assert torch.equal(y != x, hit) and 0 < int(hit.sum()) < hit.numel()
+    torch.testing.assert_close(y[hit], x[hit] + 0.5 * torch.randn(int(hit.sum()), generator=replay), rtol=0, atol=0)

@@ -239,3 +239,16 @@ def test_optimizer_generation_on_the_sphere_follows_lande_gradient_step():
     se = float((change - slope * pred).std() / (pred * pred).sum().sqrt())
     assert abs(slope - 1 / (1 + 2 * beta * g)) < 4 * se, (slope, se)
     assert slope > 20 * se
+
+
+def test_continuous_mutation_moves_whole_mutant_rows_by_fresh_normals():
+    """CPU path: one uniform per offspring decides who mutates; each mutant row gets the next D
+    normals of the stream (times the effect); the others are copied unchanged."""
+    x = torch.randn(2, 300, 5, generator=gen(1))
+    g = gen(2)
+    replay = torch.Generator()
+    replay.set_state(g.get_state())
+    y = mutate_continuous(x, 0.05, 0.3, g)
+    hit = (torch.rand(2, 300, 1, generator=replay) < 0.05).squeeze(-1)
+    assert torch.equal((y != x).any(-1), hit) and torch.equal((y != x).all(-1), hit) and hit.any()
+    torch.testing.assert_close(y[hit], x[hit] + 0.3 * torch.randn(int(hit.sum()), 5, generator=replay), rtol=0, atol=0)
