@@ -5,7 +5,8 @@ a grid of 8 learning rates x 8 batch sizes = 64 runs of 1500 steps each (about h
 on one core), 20 records per run, results written to a fresh results store.  Serial
 (``workers = 1``: every run in this process) against ``workers = 2`` (a spawn process pool, one
 torch thread per worker), both through ``run_scenario``, so the figures include process start-up,
-pickling of the tasks and results, and writing the Parquet files.  Goal: >= 1.7x on 2 cores.
+pickling of the tasks and results, and writing the Parquet files; serial and parallel sweeps
+alternate (``--repeats`` pairs) and their medians are compared.  Goal: >= 1.7x on 2 cores.
 
     python benchmarks/bench_runner.py [--device cuda] [--smoke] [--workers 2]
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
@@ -59,11 +61,19 @@ def main(argv=None) -> None:
     # The serial run uses one torch thread, like each worker, so the comparison is one core against two.
     torch.set_num_threads(1)
     run_sweep(sweep_scenario(harness.Context(args, ctx.device, True), str(ctx.device)), 1, 1)  # warm-up: imports, caches
-    t_serial, n = run_sweep(doc, 1, 1)
-    t_par, n2 = run_sweep(doc, args.workers, 1)
+    # Alternated repeats (serial, parallel, serial, ...), medians: one sweep is ~8-14 s, and on a
+    # shared 2-core machine a single pair moved the ratio by +-5%.
+    serial, parallel = [], []
+    for _ in range(ctx.pick(args.repeats or 3, 1)):  # --repeats: alternated pairs (default 3)
+        t, n = run_sweep(doc, 1, 1)
+        serial.append(t)
+        t, n2 = run_sweep(doc, args.workers, 1)
+        parallel.append(t)
+    t_serial, t_par = float(np.median(serial)), float(np.median(parallel))
     ratio = t_serial / t_par
     goal = 1.7 if args.workers == 2 else 0.85 * args.workers
-    ctx.add({"comparison": f"runner: sweep of {n} runs, {args.workers} workers vs serial", "serial_s": t_serial,
+    ctx.add({"comparison": f"runner: sweep of {n} runs, {args.workers} workers vs serial (median of {len(serial)})",
+             "serial_s": t_serial,
                      "parallel_s": t_par, "ratio": ratio, "goal": f">= {goal:g}", "verdict": harness.verdict(ratio, goal),
                      "runs_done": f"{n}/{n2}"})
     harness.finish(ctx, "runner: process pool against serial (seconds for the whole sweep; ratio = serial / parallel)",
