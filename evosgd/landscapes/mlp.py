@@ -65,6 +65,16 @@ def mlp_forward(theta: torch.Tensor, x: torch.Tensor, sizes: list[tuple[int, int
     act = ACTIVATIONS[activation]
     layers = unflatten(theta, sizes)
     extra = x.dim() - 3  # dims of *B
+
+    def hidden(h: torch.Tensor) -> torch.Tensor:
+        """Batch norm over the n axis (when on), then the activation."""
+        if batch_norm:
+            mu = h.mean(dim=-2, keepdim=True)
+            var = h.var(dim=-2, unbiased=False, keepdim=True)
+            h = (h - mu) / torch.sqrt(var + BN_EPS)
+        return act(h)
+
+    last = len(layers) - 1
     if extra == 0 and theta.dim() == 3 and theta.shape[1] == 1:
         # One network per replicate (SGD): each layer is one ``baddbmm`` (bias + [R, n, in] @
         # [R, in, out] in one kernel), as ``nn.Linear`` is one ``addmm``; the broadcast 4-D
@@ -73,24 +83,14 @@ def mlp_forward(theta: torch.Tensor, x: torch.Tensor, sizes: list[tuple[int, int
         h = x
         for j, (W, b) in enumerate(layers):
             h = torch.baddbmm(b.reshape(b.shape[0], 1, b.shape[-1]), h, W.reshape(W.shape[:1] + W.shape[2:]))
-            if j < len(layers) - 1:
-                if batch_norm:
-                    mu = h.mean(dim=-2, keepdim=True)
-                    var = h.var(dim=-2, unbiased=False, keepdim=True)
-                    h = (h - mu) / torch.sqrt(var + BN_EPS)
-                h = act(h)
+            h = hidden(h) if j < last else h
         return h.unsqueeze(1)
     h = x.unsqueeze(1)  # [R, 1, *B, n, in]
     for j, (W, b) in enumerate(layers):
         Wv = W.reshape(W.shape[:2] + (1,) * extra + W.shape[2:])  # [R, P, 1.., in, out]
         bv = b.reshape(b.shape[:2] + (1,) * (extra + 1) + b.shape[2:])
         h = torch.matmul(h, Wv) + bv
-        if j < len(layers) - 1:
-            if batch_norm:
-                mu = h.mean(dim=-2, keepdim=True)
-                var = h.var(dim=-2, unbiased=False, keepdim=True)
-                h = (h - mu) / torch.sqrt(var + BN_EPS)
-            h = act(h)
+        h = hidden(h) if j < last else h
     return h
 
 
