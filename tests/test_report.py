@@ -243,6 +243,12 @@ def test_drift_sweep_distributed_and_analysis_sections(tmp_path):
     assert tr["offline_error"].idxmin() == "sgd [batch_size=64]"
     assert f"sgd [batch_size=64] tracked the moving optimum best: median offline error {fmt(tr['offline_error'].min())}" in text
     assert "sgd: median final quality was lowest at batch_size = 64" in text
+    # a burn-in ([scenario] offline_error_from) changes the offline error and says so in the caption
+    store["manifest"]["offline_error_from"] = 150.0
+    build_report(store, tmp_path / "burn_in")
+    late = pd.read_csv(tmp_path / "burn_in" / "tables" / "tracking.csv").set_index("variant")
+    assert (late["offline_error"] != tr["offline_error"]).all()
+    assert "from env-time 150 on" in (tmp_path / "burn_in" / "report.md").read_text()
 
 
 def test_report_from_store_on_disk(tmp_path, monkeypatch):

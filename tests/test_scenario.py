@@ -201,6 +201,7 @@ def test_broken_toml_names_line_and_column(tmp_path, text, line, fragment):
     (lambda t: t.replace('label = "a"', 'label = "a b"'), "label must be letters"),
     (lambda t: t.replace('name = "demo"', 'name = "../etc"'), "scenario.name"),
     (lambda t: t.replace("targets = [1e-1, 1e-3]", "targets = [0.1, -2]"), "targets must be finite numbers > 0"),
+    (lambda t: t.replace("targets = [1e-1, 1e-3]", "offline_error_from = -1.0"), "scenario.offline_error_from"),
     (lambda t: t.replace("replicates = 4", 'replicates = "four"'), "given: 'four'"),
     (lambda t: t.replace("seed = 3", 'device = "gpu"'), "scenario.device"),
 ])

@@ -21,6 +21,19 @@ def test_offline_error_time_weighted():
     assert offline_error([0, 1, 2, 3], [1, 2, 3, 100]) == pytest.approx(2.0)
 
 
+def test_offline_error_from_a_burn_in_time():
+    # records 0, 10, 20, 40 with errors 8, 4, 2, 1: whole run (80 + 40 + 40) / 40 = 4; from 15 on
+    # the error of t=10 holds on [15, 20): (4*5 + 2*20) / 25 = 2.4; from 20 on: 2
+    t, e = [0, 10, 20, 40], [8, 4, 2, 1]
+    assert offline_error(t, e) == pytest.approx(4.0)
+    assert offline_error(t, e, start=0.0) == pytest.approx(4.0)
+    assert offline_error(t, e, start=15.0) == pytest.approx(2.4)
+    assert offline_error(t, e, start=20.0) == pytest.approx(2.0)
+    assert math.isnan(offline_error(t, e, start=40.0))
+    rows = [dict(run_id="r", label="x", replicate=0, env_time=ti, error=ei, diverged=False) for ti, ei in zip(t, e)]
+    assert tracking_table(pd.DataFrame(rows), offline_from=15.0).iloc[0]["offline_error"] == pytest.approx(2.4)
+
+
 def test_best_error_before_change():
     # changes at 3 and 7: periods {0,1,2}, {4,5,6}, {8} -> minima 1, 0.5, 9
     mean, mins = best_error_before_change(T, E, [3, 7])

@@ -8,7 +8,8 @@ optimizer actually offered over that interval).
 
 * offline error (Branke 2002, "Evolutionary Optimization in Dynamic Environments"; here in the
   "current error" form that fits an optimizer with a single recommendation):
-  ``E_off = (1 / (t_K - t_0)) * sum_k e(t_k) (t_{k+1} - t_k)``;
+  ``E_off = (1 / (t_K - t_0)) * sum_k e(t_k) (t_{k+1} - t_k)``, optionally from a burn-in time
+  ``t_b`` on instead of ``t_0`` (``[scenario] offline_error_from``);
 * best error before change (Nguyen, Yang & Branke 2012, "Evolutionary dynamic optimization:
   a survey"): the mean over periods between changes of the lowest error reached in the period;
 * recovery time after a change at ``c``: env-time from ``c`` until the error is back at or
@@ -28,12 +29,20 @@ import pandas as pd
 from evosgd.analysis.runtime import RUN_KEYS, _group_cols, quality_column
 
 
-def offline_error(times: Sequence[float], errors: Sequence[float]) -> float:
-    """Time-weighted mean of the current error (left step function); NaN for < 2 records."""
+def offline_error(times: Sequence[float], errors: Sequence[float], start: float | None = None) -> float:
+    """Time-weighted mean of the current error (left step function); NaN for < 2 records.
+
+    ``start``: average over ``[start, t_K]`` only (a burn-in: the error recorded last before
+    ``start`` holds from ``start`` to the next record); NaN when ``start >= t_K``."""
     t = np.asarray(times, dtype=float)
     e = np.asarray(errors, dtype=float)
     order = np.argsort(t, kind="stable")
     t, e = t[order], e[order]
+    if start is not None and len(t) and start > t[0]:
+        if start >= t[-1]:
+            return float("nan")
+        k = int(np.searchsorted(t, start, side="right")) - 1  # the record holding at ``start``
+        t, e = np.concatenate([[start], t[k + 1:]]), e[k:]
     if len(t) < 2 or t[-1] <= t[0]:
         return float(e[0]) if len(e) == 1 else float("nan")
     dt = np.diff(t)
@@ -92,6 +101,7 @@ def tracking_table(
     by: Sequence[str] = ("label",),
     time: str = "env_time",
     drift: dict | None = None,
+    offline_from: float = 0.0,
 ) -> pd.DataFrame:
     """Per run: ``offline_error``, ``best_error_before_change``, ``median_recovery_time`` (lower
     median over changes, inf when most changes are never recovered from) and ``recovered``
@@ -105,6 +115,9 @@ def tracking_table(
     a sweep over ``landscape.drift.<key>`` (run column ``p_landscape.drift.<key>``, or
     ``p_landscape.<key>`` for a native dynamic landscape's ``change_every``) overrides the base
     value, so swept variants are not measured against the base drift.
+
+    ``offline_from``: the offline error averages the error from this env-time on (a burn-in that
+    leaves out the first convergence, as Moving Peaks studies often leave out the first period).
     """
     measure = quality_column(runs)
     by = _group_cols(runs, by)
@@ -122,7 +135,7 @@ def tracking_table(
             speed = own.get("speed")
             drift_speed = float(speed) if isinstance(speed, (int, float)) else None
         e = g[measure].to_numpy(dtype=float)
-        row["offline_error"] = offline_error(t, e) if len(t) else np.nan
+        row["offline_error"] = offline_error(t, e, offline_from if offline_from > 0 else None) if len(t) else np.nan
         if change_times is not None and len(t):
             row["best_error_before_change"] = best_error_before_change(t, e, change_times)[0]
             rec = recovery_times(t, e, change_times)

@@ -313,7 +313,10 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
         # a landscape that changes by itself (Moving Peaks): its own change period drives the measures
         drift = {"kind": land.get("kind"), **{k: v for k, v in lparams.items() if k in ("change_every", "change_times")}}
     if drift:
-        findings += _drift_section(doc, w, runs, drift, colors, measure, qname)
+        burn_in = manifest.get("offline_error_from")
+        if burn_in is None:
+            burn_in = ((manifest.get("resolved") or {}).get("scenario") or {}).get("offline_error_from", 0.0)
+        findings += _drift_section(doc, w, runs, drift, colors, measure, qname, float(burn_in or 0.0))
 
     # --- sweeps
     findings += _sweep_section(doc, w, runs, variants, summary, targets, measure, colors, analyses)
@@ -323,7 +326,7 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
     return findings
 
 
-def _drift_section(doc, w, runs, drift, colors, measure, qname) -> list[str]:
+def _drift_section(doc, w, runs, drift, colors, measure, qname, offline_from: float = 0.0) -> list[str]:
     sec = Section("Drifting landscape")
     doc.sections.append(sec)
     horizon = float(runs["env_time"].max()) if "env_time" in runs else 0.0
@@ -339,7 +342,7 @@ def _drift_section(doc, w, runs, drift, colors, measure, qname) -> list[str]:
                              vlines=changes, log_x=False, points=400):
                 sec.add(Figure(nm, f"{yl.capitalize()} vs environment time: median and inter-quartile band."))
     per_run = tr.tracking_table(runs, change_times=changes, drift_speed=speed, by=(G,),
-                                drift=drift if isinstance(drift, dict) else None)
+                                drift=drift if isinstance(drift, dict) else None, offline_from=offline_from)
     meas = [c for c in ("offline_error", "best_error_before_change", "median_recovery_time", "recovered",
                         "tracking_distance", "tracking_lag") if c in per_run]
     if not meas:
@@ -351,7 +354,8 @@ def _drift_section(doc, w, runs, drift, colors, measure, qname) -> list[str]:
     per_run.to_csv(w.tab / "tracking_per_run.csv", index=False)
     disp = med.rename(columns={G: "optimizer"})
     sec.add(w.table("tracking", med, _display_generic(disp),
-                    "Median over runs of the offline error (time-mean of the current error, Branke), best error "
+                    "Median over runs of the offline error (time-mean of the current error, Branke"
+                    + (f", from env-time {fmt(offline_from)} on" if offline_from > 0 else "") + "), best error "
                     "before change, recovery time after a change (time until the error is back at its level before "
                     "the change; inf: not within the period) and the fraction of changes recovered from, and the "
                     "distance to the optimum over the second half of the run."))

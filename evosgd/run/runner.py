@@ -306,7 +306,7 @@ def _manifest(scenario: Scenario, dev: torch.device, command: str | None) -> dic
     return {
         "scenario": scenario.name, "description": scenario.description, "resolved": scenario.resolved(),
         "source_file": scenario.source, "quick": scenario.quick, "seed": s.seed, "replicates": s.replicates,
-        "targets": list(s.targets), "grad_cost": s.grad_cost, "clock": s.clock, "dtype": s.dtype,
+        "targets": list(s.targets), "offline_error_from": s.offline_error_from, "grad_cost": s.grad_cost, "clock": s.clock, "dtype": s.dtype,
         "budget": s.budget.model_dump(), "sweep": {"mode": scenario.sweep_mode, "keys": list(scenario.sweep)},
         "landscape": {"kind": scenario.landscape.kind, "params": scenario.landscape.params,
                       "drift": scenario.landscape.drift},

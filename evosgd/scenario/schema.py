@@ -86,6 +86,9 @@ class ScenarioSpec(BaseModel):
     grad_cost: float = Field(3.0, ge=0, description="cost of one per-example gradient in sample-evaluations")
     clock: Literal[CLOCK_UNITS] = Field("cost", description="unit of the drift clock t")  # type: ignore[valid-type]
     targets: list[float] = Field(default_factory=list, description="loss-error targets for runtime-to-target measures")
+    offline_error_from: float = Field(
+        0.0, ge=0, description="drifting landscapes: the offline error averages the error from this env-time on (a burn-in "
+        "that leaves out the first convergence; 0: the whole run)")
     budget: BudgetSpec = Field(..., description="stopping limits")
     record: RecordSpec = Field(default_factory=RecordSpec, description="record schedule")
 
