@@ -59,7 +59,7 @@ popsize, restarts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -119,15 +119,15 @@ class CMAConstants:
     eigen_gap: torch.Tensor  # [R] long
     history: torch.Tensor    # [R] long, 10 + ceil(30 D / lambda) (tol_fun window)
     stagnation: torch.Tensor  # [R] long, 120 + ceil(30 D / lambda)
-    # derived once per (re)start rather than every generation
-    w_pos: torch.Tensor = None     # [R, P_max] the positive weights (recombination of the mean)
-    w_neg: torch.Tensor = None     # [R, P_max] bool, negative weights (rescaled by n / ||z||^2)
-    cs_keep: torch.Tensor = None   # 1 - c_sigma
-    cs_norm: torch.Tensor = None   # sqrt(c_sigma (2 - c_sigma) mu_eff)
-    cc_keep: torch.Tensor = None   # 1 - c_c
-    cc_norm: torch.Tensor = None   # sqrt(c_c (2 - c_c) mu_eff)
-    cc_delta: torch.Tensor = None  # c_c (2 - c_c)
-    decay: torch.Tensor = None     # 1 - c_1 - c_mu sum_j w_j (decay of C when h_sigma = 1)
+    # derived once per (re)start rather than every generation (set by __post_init__)
+    w_pos: torch.Tensor = field(init=False)     # [R, P_max] the positive weights (recombination of the mean)
+    w_neg: torch.Tensor = field(init=False)     # [R, P_max] bool, negative weights (rescaled by n / ||z||^2)
+    cs_keep: torch.Tensor = field(init=False)   # 1 - c_sigma
+    cs_norm: torch.Tensor = field(init=False)   # sqrt(c_sigma (2 - c_sigma) mu_eff)
+    cc_keep: torch.Tensor = field(init=False)   # 1 - c_c
+    cc_norm: torch.Tensor = field(init=False)   # sqrt(c_c (2 - c_c) mu_eff)
+    cc_delta: torch.Tensor = field(init=False)  # c_c (2 - c_c)
+    decay: torch.Tensor = field(init=False)     # 1 - c_1 - c_mu sum_j w_j (decay of C when h_sigma = 1)
 
     def __post_init__(self) -> None:
         self.w_pos = self.weights.clamp(min=0.0)
