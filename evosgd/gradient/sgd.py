@@ -3,9 +3,11 @@
 One step, for every active replicate at once (``theta`` is ``[R, D]``)::
 
     batch(es)  <- sampler (with / without replacement, k micro-batches)
-    info       <- estimator: mini-batch autograd gradient (+ per-example variance when needed)
+    info       <- estimator: mini-batch gradient, landscape.loss_and_grad (closed form or autograd;
+                  + per-example variance when needed)
     updates    <- transform chain (clip, weight decay, momentum, confidence, lr ...)
-    theta      <- theta + updates        (frozen where diverged or out of budget)
+    theta      <- theta + updates        (frozen where diverged or out of budget; a constant lr
+                                         last is fused with the sum: transforms.apply_updates)
 
 Cost (contract 2): each replicate is charged its ``b * k`` per-example gradients per step
 (``gradient_evaluations += b k``), whatever is needed to compute them (the per-example statistics
@@ -15,7 +17,7 @@ Divergence: a replicate whose mini-batch loss or new parameters are non-finite i
 ``Optimizer.check_divergence`` and frozen at its last finite iterate; it is no longer charged,
 the others go on; no exception.
 
-Host synchronisation: none in the step beyond the core divergence check (``bool(new.any())``),
+Host synchronisation: none in the step beyond the core divergence check (one bool read),
 except with ``adaptive_batch`` (the new batch sizes size the next batch tensor: one sync per step).
 
 Seeding: all replicates draw from the single generator of the run, in one call per step.  So a
