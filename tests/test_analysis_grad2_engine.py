@@ -185,6 +185,13 @@ def test_separable_landscape_noise_is_v_over_b():
     np.testing.assert_allclose(grads.mean(0), G.mean(0), atol=5 * math.sqrt(V1 / 8 / 300))
 
 
+def test_pairwise_change_wording_never_divides_by_zero():
+    # the bias-corrected signal is clipped at 0 when the noise of its estimate hides it
+    assert pairwise.change(2.0, 0.5) == "by x4"
+    assert pairwise.change(0.3, 0.0) == "from 0 (not resolved from the noise of its estimate)"
+    assert pairwise.change(0.0, 0.0) == "not at all (0 at both)"
+
+
 # ----------------------------------------------------------------------------- registered analyses
 SMALL = {
     "straggler_step_time": {"workers": [1, 4], "backup_workers": [0, 1], "replicates": 4, "steps": 5,

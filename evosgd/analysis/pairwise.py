@@ -71,6 +71,15 @@ def batch_gradients(landscape: Any, theta: torch.Tensor, batch_size: int, batche
     return torch.stack(out).cpu().numpy()
 
 
+def change(new: float, old: float) -> str:
+    """``"by x<new/old>"``; the bias-corrected signal can be 0 (not resolved from the noise of its
+    estimate at few batches), and a ratio to 0 is said in words rather than as "x inf"."""
+    new, old = float(new), float(old)
+    if old > 0:
+        return f"by x{fmt(new / old)}"
+    return "from 0 (not resolved from the noise of its estimate)" if new > 0 else "not at all (0 at both)"
+
+
 def gradient_statistics(grads: np.ndarray, confidence: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float, float]]:
     """(estimate, low, high) of the noise ``E||g - E g||^2``, the mean-gradient norm ``||E g||``
     (bias-corrected: ``||mean||^2 - noise / M``) and the SNR, from M draws ``grads [M, D]``."""
@@ -145,10 +154,10 @@ def measure_pairwise(params: PairwiseParams, seed: int, confidence: float = 0.95
     for comp, g in t.groupby("composition", sort=False):
         g = g.sort_values("batch_size")
         lo_, hi_ = g.iloc[0], g.iloc[-1]
-        notes.append(f"{comp}: from B = {int(lo_.batch_size)} to {int(hi_.batch_size)} the mean-gradient norm changes by x"
-                     f"{fmt(float(hi_.mean_gradient_norm / lo_.mean_gradient_norm))} (separable: x1), the noise by x"
-                     f"{fmt(float(hi_.noise / lo_.noise))} (separable: x{fmt(float(lo_.batch_size / hi_.batch_size))}), the SNR by x"
-                     f"{fmt(float(hi_.snr / lo_.snr))} (separable: x{fmt(float(hi_.batch_size / lo_.batch_size))}); cosine to the "
+        notes.append(f"{comp}: from B = {int(lo_.batch_size)} to {int(hi_.batch_size)} the mean-gradient norm changes "
+                     f"{change(hi_.mean_gradient_norm, lo_.mean_gradient_norm)} (separable: x1), the noise "
+                     f"{change(hi_.noise, lo_.noise)} (separable: x{fmt(float(lo_.batch_size / hi_.batch_size))}), the SNR "
+                     f"{change(hi_.snr, lo_.snr)} (separable: x{fmt(float(hi_.batch_size / lo_.batch_size))}); cosine to the "
                      f"reference {fmt(float(g.cosine_to_reference.min()))}..{fmt(float(g.cosine_to_reference.max()))}.")
     if t.composition.nunique() > 1:
         B = sizes[-1]
