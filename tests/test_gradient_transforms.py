@@ -116,9 +116,10 @@ def test_adam_matches_torch(wd, decoupled):
     else:
         tx = T.chain(T.add_decayed_weights(wd), adam, T.scale_by_learning_rate(lr))
         make = lambda ps: torch.optim.Adam(ps, lr=lr, betas=(0.9, 0.99), eps=1e-6, weight_decay=wd)
-    ours = _run_chain(tx, p0, grads, _pull)
     ref = _run_torch(make, p0, grads, _pull)
-    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-11)
+    for fused in (False, True):  # the optimizer steps through apply_updates (fused lr)
+        ours = _run_chain(tx, p0, grads, _pull, fused=fused)
+        torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize(
