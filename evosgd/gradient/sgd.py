@@ -152,6 +152,30 @@ class AdamParams(MinibatchParams):
         return T.chain(*parts)
 
 
+class RestartParams(BaseModel):
+    """Random restarts of a gradient method (``sgd``, ``adam``): random-restart local search, the
+    gradient side's counterpart of IPOP-CMA-ES's restarts on multimodal landscapes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    restarts: Literal["none", "stagnation"] = Field(
+        "none", description="stagnation: restart a replicate from a fresh point drawn uniformly in the landscape's search "
+        "domain (its optimizer state reset) once its smoothed mini-batch loss has not improved for restart_patience steps")
+    restart_patience: int = Field(200, ge=1, description="steps without a new best smoothed loss before a restart")
+    restart_tol: float = Field(1e-6, ge=0.0, description="relative decrease of the smoothed loss that counts as a new best")
+    restart_smoothing: float = Field(
+        0.9, ge=0.0, lt=1.0, description="EMA factor of the mini-batch loss the restart test watches (0: the raw loss)")
+    max_restarts: int = Field(1000, ge=0, description="most restarts per replicate")
+
+
+class SGDRunParams(SGDParams, RestartParams):
+    """``sgd``: :class:`SGDParams` with optional random restarts."""
+
+
+class AdamRunParams(AdamParams, RestartParams):
+    """``adam``: :class:`AdamParams` with optional random restarts."""
+
+
 # ---------------------------------------------------------------------------- engine
 class GradientOptimizer(Optimizer):
     """Shared step loop: estimator -> transform chain -> masked update; subclasses may override
@@ -183,6 +207,19 @@ class GradientOptimizer(Optimizer):
         self.grad_noise = torch.full((R,), math.nan, device=dev, dtype=dt)
         self._all_active: torch.Tensor | None = None
         self._last_grads: torch.Tensor | None = None  # gradient of the last all-replicate step, norm pending
+        self.restart_mode = getattr(params, "restarts", "none")
+        if self.restart_mode != "none":
+            domain = getattr(landscape, "domain", None)
+            if domain is None:
+                raise ParameterError("restarts", self.restart_mode, "'none' on a landscape without a search domain (a restart "
+                                     "draws a fresh point uniformly in it: the analytic landscapes have one)", where=where)
+            self.restart_domain = (float(domain[0]), float(domain[1]))
+            self.restart_count = torch.zeros(R, dtype=torch.long, device=dev)
+            self.loss_ema = torch.full((R,), math.nan, device=dev, dtype=dt)  # smoothed mini-batch loss of the current run
+            self.best_ema = torch.full((R,), math.inf, device=dev, dtype=dt)
+            self.since_best = torch.zeros(R, dtype=torch.long, device=dev)
+            self.previous_best_f = torch.full((R,), math.inf, device=dev, dtype=dt)  # best finished run: its smoothed loss
+            self.previous_best_x = self.theta.clone()                                # ... and its last iterate
 
     # -- hooks -----------------------------------------------------------------------------
     def estimate(self, theta: torch.Tensor, t: Any) -> GradientInfo:
@@ -249,6 +286,8 @@ class GradientOptimizer(Optimizer):
                 if info.grad_variance is not None:
                     self.grad_noise = info.grad_variance.to(self.dtype)
                 self.after_update(info, active)
+                if self.restart_mode != "none":
+                    self._restart_check(info.loss, active)
                 return
         else:
             zero = torch.zeros((), device=self.device, dtype=self.dtype)
@@ -262,6 +301,41 @@ class GradientOptimizer(Optimizer):
         if info.grad_variance is not None:
             self.grad_noise = torch.where(moved, info.grad_variance.to(self.dtype), self.grad_noise)
         self.after_update(info, moved)
+        if self.restart_mode != "none":
+            self._restart_check(info.loss, moved)
+
+    # -- random restarts -------------------------------------------------------------------
+    def _restart_check(self, loss: torch.Tensor, moved: torch.Tensor) -> None:
+        """Stagnation test on the EMA of the mini-batch loss, ``m <- s m + (1 - s) loss``: a new
+        best needs a relative decrease of ``restart_tol``; ``restart_patience`` steps without one
+        restart the replicate (one host read per step, only with restarts on)."""
+        p = self.params
+        s = p.restart_smoothing
+        ema = torch.where(torch.isnan(self.loss_ema), loss, s * self.loss_ema + (1.0 - s) * loss)
+        self.loss_ema = torch.where(moved, ema, self.loss_ema)
+        bar = torch.where(torch.isfinite(self.best_ema), self.best_ema - p.restart_tol * self.best_ema.abs(), math.inf)
+        improved = moved & (ema < bar)
+        self.best_ema = torch.where(improved, ema, self.best_ema)
+        self.since_best = torch.where(improved, 0, self.since_best + moved.long())
+        stop = moved & (self.since_best >= p.restart_patience) & (self.restart_count < p.max_restarts)
+        if bool(stop.any()):
+            self._restart(stop)
+
+    def _restart(self, which: torch.Tensor) -> None:
+        """Restart the replicates in ``which``: keep the finished run's last iterate if its smoothed
+        loss beats the earlier runs', then a fresh uniform point of the search domain, a fresh
+        optimizer state (momentum, Adam moments and the lr schedule start again) and fresh records."""
+        keep = which & (self.loss_ema < self.previous_best_f)
+        self.previous_best_f = torch.where(keep, self.loss_ema, self.previous_best_f)
+        self.previous_best_x = torch.where(keep.unsqueeze(1), self.theta, self.previous_best_x)
+        lo, hi = self.restart_domain
+        fresh = lo + (hi - lo) * torch.rand(self.theta.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        self.theta = torch.where(which.unsqueeze(1), fresh, self.theta)
+        self.state = T.tree_where(which, self.tx.init(self.theta), self.state)
+        self.loss_ema = torch.where(which, math.nan, self.loss_ema)
+        self.best_ema = torch.where(which, math.inf, self.best_ema)
+        self.since_best = torch.where(which, 0, self.since_best)
+        self.restart_count = self.restart_count + which.long()
 
     def _flush_grad_norm(self) -> None:
         """Turn the pending gradient of the last fast-path step into ``grad_norm``."""
@@ -270,7 +344,12 @@ class GradientOptimizer(Optimizer):
             self._last_grads = None
 
     def recommend(self) -> torch.Tensor:
-        return self.theta
+        """The iterate; with restarts, the last iterate of the best finished run as long as the
+        current run's smoothed loss has not caught up with it (a restart must not lose a result)."""
+        if self.restart_mode == "none":
+            return self.theta
+        behind = torch.isfinite(self.previous_best_f) & ~(self.loss_ema <= self.previous_best_f)
+        return torch.where(behind.unsqueeze(1), self.previous_best_x, self.theta)
 
     def metrics(self) -> dict[str, Any]:
         """``lr`` (and the other transform metrics: ``clip_fraction``, ``confidence``, ...),
@@ -282,15 +361,18 @@ class GradientOptimizer(Optimizer):
         if self.stats:
             out["grad_noise"] = self.grad_noise
         out["batch_size"] = self.batch_sizes.copy()
+        if self.restart_mode != "none":
+            out["restarts"] = self.restart_count.to(self.dtype)
         return out
 
 
-@OPTIMIZERS.register("sgd", SGDParams, "mini-batch SGD (momentum, Nesterov, weight decay, clipping, schedules, "
-                     "confidence-adaptive lr, adaptive batch) or any transform chain", family="gradient")
+@OPTIMIZERS.register("sgd", SGDRunParams, "mini-batch SGD (momentum, Nesterov, weight decay, clipping, schedules, "
+                     "confidence-adaptive lr, adaptive batch, random restarts) or any transform chain", family="gradient")
 class SGD(GradientOptimizer):
     kind = "sgd"
 
 
-@OPTIMIZERS.register("adam", AdamParams, "Adam / AdamW on mini-batch gradients (torch.optim semantics)", family="gradient")
+@OPTIMIZERS.register("adam", AdamRunParams, "Adam / AdamW on mini-batch gradients (torch.optim semantics), "
+                     "optional random restarts", family="gradient")
 class Adam(GradientOptimizer):
     kind = "adam"
