@@ -159,7 +159,8 @@ class RandomWalkParams(DriftParams):
     step_std: float = Field(1e-2, ge=0.0, description="std of the displacement after one unit of time, per coordinate (variance grows linearly in t)")
     dt: float = Field(
         10.0, gt=0.0,
-        description="grid spacing of the path in time units (linear interpolation between grid points); memory and set-up grow as R K t / dt")
+        description="grid spacing of the path in time units (linear interpolation between grid points); every increment "
+        "up to t is drawn once (time ~ R K t / dt), only chunk end points are kept (memory ~ R K t / (dt CHUNK)))")
 
 
 @DRIFTS.register("random_walk", RandomWalkParams, "Gaussian random walk (Brownian motion) of the optimum/concept, deterministic per replicate")
