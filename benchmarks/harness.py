@@ -170,22 +170,7 @@ def clock_of(ctx: Context | None) -> Callable[[], float]:
 
 def measure(fn: Callable[[], Any], *, ctx: Context | None = None, warmup: int = 1, repeats: int = 5) -> Timing:
     """Median wall time of ``fn()`` over ``repeats`` timed calls after ``warmup`` untimed ones."""
-    if ctx is not None and ctx.args.repeats is not None:
-        repeats = max(1, ctx.args.repeats)
-    if ctx is not None and ctx.smoke:
-        warmup, repeats = min(warmup, 1), 1
-    sync = ctx.sync if ctx is not None else (lambda: None)
-    clock = clock_of(ctx)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = clock()
-        fn()
-        sync()
-        times.append(clock() - t0)
-    return Timing(statistics.median(times), min(times), max(times), repeats)
+    return _alternate((fn,), ctx, warmup, repeats)[0]
 
 
 def measure_pair(fn_a: Callable[[], Any], fn_b: Callable[[], Any], *, ctx: Context | None = None, warmup: int = 1,
@@ -193,6 +178,12 @@ def measure_pair(fn_a: Callable[[], Any], fn_b: Callable[[], Any], *, ctx: Conte
     """Median times of ``fn_a`` and ``fn_b`` measured alternately (a, b, a, b, ...), so that a
     change of the machine's load during the measurement hits both sides alike and their ratio
     stays meaningful on a shared machine."""
+    a, b = _alternate((fn_a, fn_b), ctx, warmup, repeats)
+    return a, b
+
+
+def _alternate(fns: tuple[Callable[[], Any], ...], ctx: Context | None, warmup: int, repeats: int) -> list[Timing]:
+    """Each of ``fns`` timed ``repeats`` times, in turn, after ``warmup`` untimed rounds."""
     if ctx is not None and ctx.args.repeats is not None:
         repeats = max(1, ctx.args.repeats)
     if ctx is not None and ctx.smoke:
@@ -200,17 +191,17 @@ def measure_pair(fn_a: Callable[[], Any], fn_b: Callable[[], Any], *, ctx: Conte
     sync = ctx.sync if ctx is not None else (lambda: None)
     clock = clock_of(ctx)
     for _ in range(warmup):
-        fn_a()
-        fn_b()
+        for fn in fns:
+            fn()
     sync()
-    times: tuple[list[float], list[float]] = ([], [])
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, out in ((fn_a, times[0]), (fn_b, times[1])):
+        for fn, out in zip(fns, times):
             t0 = clock()
             fn()
             sync()
             out.append(clock() - t0)
-    return tuple(Timing(statistics.median(t), min(t), max(t), repeats) for t in times)  # type: ignore[return-value]
+    return [Timing(statistics.median(t), min(t), max(t), repeats) for t in times]
 
 
 # ----------------------------------------------------------------------------- output
