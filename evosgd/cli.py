@@ -2,9 +2,10 @@
 
     evosgd run SCENARIO... [--out DIR] [--workers N] [--device D] [--replicates N] [--quick] [--force]
                            [--report] [--report-dir DIR] [--executor local|ray [--address A]] [--threads N]
+                           [--plugin FILE.py|package.module]...
     evosgd report RESULTS [-o DIR]
-    evosgd validate FILE... [--quick]
-    evosgd list landscapes|optimizers|analyses|drifts|scenarios
+    evosgd validate FILE... [--quick] [--plugin ...]
+    evosgd list landscapes|optimizers|analyses|drifts|scenarios [--plugin ...]
     evosgd show RESULTS
 
 Every error that is the user's to fix is printed as a message (no traceback) with exit status 2;
@@ -38,6 +39,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"evosgd: error: {message}\n")
 
 
+def _add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                        help="load your own landscapes/optimizers/analyses from a Python file or an importable module "
+                             "(repeatable); installed 'evosgd.plugins' entry points load by themselves")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="evosgd", description="Mini-batch gradient descent and population-based evolution, side by "
                                            "side on the same landscapes under one budget.")
@@ -66,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--report-dir", default="reports", metavar="DIR",
                    help="where --report writes (default: reports/); each report goes to DIR/<name>/")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_plugin_option(r)
 
     rep = sub.add_parser("report", help="write the HTML/Markdown report of a results store")
     rep.add_argument("results", metavar="RESULTS", help="results folder of one scenario (e.g. results/quickstart)")
@@ -74,10 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check scenario files without running them")
     v.add_argument("files", nargs="+", metavar="FILE")
     v.add_argument("--quick", action="store_true", help="validate with the [quick] overrides applied")
+    _add_plugin_option(v)
 
     ls = sub.add_parser("list", help="list registered components or shipped scenarios")
     ls.add_argument("what", choices=["landscapes", "optimizers", "analyses", "drifts", "scenarios"])
     ls.add_argument("--brief", action="store_true", help="names and descriptions only")
+    _add_plugin_option(ls)
 
     sh = sub.add_parser("show", help="print a summary table of a results store")
     sh.add_argument("results", metavar="RESULTS", help="results folder (or the scenario file that produced it)")
@@ -93,6 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().print_help()
         return 2
     try:
+        if getattr(args, "plugin", None):
+            from evosgd.core.plugins import load_plugins
+            from evosgd.core.registry import load_all
+
+            load_all()  # the built-ins first: a plugin may not take a built-in's name
+            load_plugins(args.plugin)
         return {"run": cmd_run, "report": cmd_report, "validate": cmd_validate, "list": cmd_list,
                 "show": cmd_show}[args.command](args)
     except EvosgdError as e:
@@ -216,6 +232,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     width = max((len(e.name) for e in entries), default=0)
     for e in entries:
         fam = f" [{e.family}]" if e.family else ""
+        if e.origin is not None:
+            fam += f" [plugin: {e.origin.get('plugin')}]"
         print(f"{e.name:<{width}}  {e.description}{fam}")
         if args.brief:
             continue

@@ -1,26 +1,23 @@
 """Conventions every layer shares: errors, device/dtype/seed policy, the Budget ledger,
-registries, and the optimizer protocol (contracts 1-3 of DESIGN.md)."""
+registries, and the optimizer protocol (contracts 1-3 of DESIGN.md).
 
-from evosgd.core.budget import Budget
-from evosgd.core.device import resolve_device
-from evosgd.core.dtype import resolve_dtype
-from evosgd.core.errors import ConfigError, DeviceError, EvosgdError, ParameterError
-from evosgd.core.optimizer import Optimizer
-from evosgd.core.registry import LANDSCAPES, OPTIMIZERS, Registry
-from evosgd.core.seeding import derive_seed, make_generator
+The names below load on first use, so that importing a light submodule (``evosgd.core.errors``,
+which the command line needs before it knows what to do) does not import torch: ``evosgd --help``
+answers at once."""
 
-__all__ = [
-    "Budget",
-    "ConfigError",
-    "DeviceError",
-    "EvosgdError",
-    "LANDSCAPES",
-    "OPTIMIZERS",
-    "Optimizer",
-    "ParameterError",
-    "Registry",
-    "derive_seed",
-    "make_generator",
-    "resolve_device",
-    "resolve_dtype",
-]
+import importlib
+
+_WHERE = {
+    "Budget": "budget", "resolve_device": "device", "resolve_dtype": "dtype", "ConfigError": "errors",
+    "DeviceError": "errors", "EvosgdError": "errors", "ParameterError": "errors", "Optimizer": "optimizer",
+    "LANDSCAPES": "registry", "OPTIMIZERS": "registry", "Registry": "registry", "derive_seed": "seeding",
+    "make_generator": "seeding",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"evosgd.core.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'evosgd.core' has no attribute {name!r}")

@@ -83,6 +83,10 @@ def execute_run(task: Task) -> TaskResult:
                 if frac - last[0] >= 0.01 and now - last[1] >= 0.5:
                     if report_progress(run.run_id, run.label, frac):
                         last[0], last[1] = frac, now
+        if run.plugins:  # a worker process: load the plugins the parent loaded (hashes checked)
+            from evosgd.core.plugins import ensure_plugins
+
+            ensure_plugins(run.plugins)
         outcome = run_one(run, device=task.device, progress=progress)
         rel = ResultsStore(task.root).write_run(run.run_id, outcome.frame)
         return TaskResult(run.run_id, outcome.status, None, outcome.wall_time, outcome.diverged_replicates, rel)
@@ -215,6 +219,8 @@ def execute_scenario(
         manifest["runs"][run.run_id] = _run_entry(run, "pending", None, None, None)
     if workers is None and scenario.quick:
         workers = 1  # quick runs take seconds: starting worker processes would cost more than it saves
+    if any(ref.get("type") == "interactive" for run in pending for ref in run.plugins):
+        workers = 1  # components defined in a notebook or the REPL exist only in this process
     ex = executor or make_executor(workers, len(pending), _plugin_modules(pending), progress=progress)
     concurrent = getattr(ex, "concurrent", getattr(ex, "workers", 1))
     check_memory(pending, dev, concurrent=concurrent)
@@ -312,7 +318,27 @@ def _manifest(scenario: Scenario, dev: torch.device, command: str | None) -> dic
                       "drift": scenario.landscape.drift},
         "optimizers": [{"label": o.label, "kind": o.kind, "params": o.params} for o in scenario.optimizers],
         "provenance": provenance(dev, command), "runs": {}, "analyses": {},
+        "plugins": _manifest_plugins(scenario),
     }
+
+
+def _manifest_plugins(scenario: Scenario) -> list[dict[str, Any]]:
+    """Every plugin loaded in this process, each with the labels of the runs and analyses that use
+    it (the runs carry the same refs in their config, and the name and hash in their id)."""
+    from evosgd.core.plugins import loaded_plugins
+    from evosgd.scenario.loader import plugins_of
+
+    refs: dict[str, dict[str, Any]] = {}
+    for ref in loaded_plugins():
+        refs[canonical_json(ref)] = {**ref, "used_by": []}
+    uses = [(r.label, r.plugins) for r in scenario.runs]
+    uses += [(a.label, plugins_of([(ANALYSES, a.kind)])) for a in scenario.analyses]
+    for label, plugins in uses:
+        for ref in plugins:
+            entry = refs.setdefault(canonical_json(ref), {**ref, "used_by": []})
+            if label not in entry["used_by"]:
+                entry["used_by"].append(label)
+    return list(refs.values())
 
 
 def _entry_from_file(store: ResultsStore, run: RunSpec) -> dict[str, Any]:
@@ -339,6 +365,13 @@ def analysis_id(scenario: Scenario, label: str, kind: str, params: dict[str, Any
     key = {"label": label, "kind": kind, "params": params, "landscape": scenario.resolved()["landscape"],
            "seed": s.seed, "replicates": s.replicates, "dtype": s.dtype, "grad_cost": s.grad_cost,
            "quick": scenario.quick}
+    from evosgd.core.plugins import identity
+    from evosgd.scenario.loader import drift_registry, plugins_of
+
+    plugins = plugins_of([(ANALYSES, kind), (LANDSCAPES, scenario.landscape.kind),
+                          (drift_registry(), (scenario.landscape.drift or {}).get("kind"))])
+    if plugins:  # only then: the ids of analyses of built-in components do not change
+        key["plugins"] = [identity(r) for r in plugins]
     return f"{label}-{config_hash(key)}"
 
 

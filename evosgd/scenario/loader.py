@@ -93,6 +93,9 @@ class RunSpec:
     budget: dict[str, Any]
     record: dict[str, Any]
     targets: list[float] = field(default_factory=list)
+    #: refs of the plugins that provide this run's components (``evosgd.core.plugins``); a
+    #: worker process loads them before it builds the run
+    plugins: list[dict[str, Any]] = field(default_factory=list)
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration that defines the run's results (hashed into its id).
@@ -100,16 +103,33 @@ class RunSpec:
         The device is left out on purpose: it is where a run executes, not what it computes
         (results on another device differ only by floating-point rounding)."""
         return run_config(self.label, self.kind, self.params, self.landscape, self.replicates, self.seed,
-                          self.dtype, self.grad_cost, self.clock, self.budget, self.record)
+                          self.dtype, self.grad_cost, self.clock, self.budget, self.record, self.plugins)
 
 
 def run_config(label: str, kind: str, params: dict, landscape: LandscapeSpec, replicates: int, seed: int, dtype: str,
-               grad_cost: float, clock: str, budget: dict, record: dict) -> dict[str, Any]:
-    return {
+               grad_cost: float, clock: str, budget: dict, record: dict,
+               plugins: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    config = {
         "format": RUN_FORMAT, "label": label, "kind": kind, "params": params,
         "landscape": asdict(landscape), "replicates": replicates, "seed": seed, "dtype": dtype,
         "grad_cost": grad_cost, "clock": clock, "budget": budget, "record": record,
     }
+    if plugins:  # only then: the ids of runs made of built-in components do not change
+        from evosgd.core.plugins import identity
+
+        config["plugins"] = [identity(r) for r in plugins]
+    return config
+
+
+def plugins_of(kinds: list[tuple[Registry | None, str | None]]) -> list[dict[str, Any]]:
+    """The refs of the plugins that registered these (registry, kind) pairs, without repeats."""
+    refs: dict[str, dict[str, Any]] = {}
+    for reg, kind in kinds:
+        if reg is not None and isinstance(kind, str) and kind in reg:
+            origin = reg.get(kind).origin
+            if origin is not None:
+                refs.setdefault(canonical_json(origin), origin)
+    return list(refs.values())
 
 
 def canonical_json(obj: Any) -> str:
@@ -277,6 +297,20 @@ class _Resolver:
                 if isinstance(e, dict) and check_label(e.get("label")) is None:
                     self.p.name_element((section, i), e["label"])
 
+    def declared_plugins(self) -> list[str]:
+        """``[scenario] plugins``, paths resolved against the scenario file's folder (for hints)."""
+        raw = self.doc.get("scenario", {}).get("plugins") if isinstance(self.doc.get("scenario"), dict) else None
+        if not isinstance(raw, list):
+            return []
+        base = Path(self.source).parent if self.source else Path(".")
+        out = []
+        for p in raw:
+            if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute():
+                p = str(base / p)
+            if isinstance(p, str):
+                out.append(p)
+        return out
+
     # -------------------------------------------------------------- dotted keys
     def _dotted_path(self, key: str, allow: tuple[str, ...]) -> tuple[tuple[Any, ...] | None, str | None]:
         """The document path a dotted key names, or (None, reason)."""
@@ -353,9 +387,19 @@ class _Resolver:
                        line_path=lb)
             return None
         if not isinstance(kind, str) or kind not in registry:
+            from evosgd.core.plugins import plugin_hint
+
             hint = suggest(kind, registry.names()) if isinstance(kind, str) else ""
-            self.p.add(path + ("kind",), f"{prefix}unknown {what} kind{hint}", given=kind,
-                       allowed=", ".join(registry.names()) or f"(no {what} registered)", line_path=lb + ("kind",))
+            plugin_names = sorted(set(registry.names()) - set(registry.builtin_names()))
+            allowed = "(built-in) " + (", ".join(registry.builtin_names()) or "none")
+            if plugin_names:
+                allowed += "; (from plugins) " + ", ".join(plugin_names)
+            if isinstance(kind, str):
+                self.p.add(path + ("kind",), f"{prefix}unknown {what} kind {kind!r}{hint}: "
+                           f"{plugin_hint(what, self.declared_plugins())}", allowed=allowed, line_path=lb + ("kind",))
+            else:
+                self.p.add(path + ("kind",), f"{prefix}{what} kind must be a string", given=kind, allowed=allowed,
+                           line_path=lb + ("kind",))
             return None
         params = {k: v for k, v in raw.items() if k not in fixed}
         entry = registry.get(kind)
@@ -544,12 +588,15 @@ class _Resolver:
                 return None
         budget = s.budget.model_dump()
         record = s.record.model_dump()
+        plugins = plugins_of([(OPTIMIZERS, kind), (LANDSCAPES, land.kind),
+                              (drift_registry(), (land.drift or {}).get("kind"))])
         config = run_config(opt.label, kind, params, land, s.replicates, s.seed, s.dtype, s.grad_cost, s.clock,
-                            budget, record)
+                            budget, record, plugins)
         return RunSpec(
             run_id=f"{opt.label}-{config_hash(config)}", scenario=s.name, label=opt.label, kind=kind, params=params,
             sweep=dict(sub), landscape=land, replicates=s.replicates, seed=s.seed, dtype=s.dtype, device=s.device,
             grad_cost=s.grad_cost, clock=s.clock, budget=budget, record=record, targets=list(s.targets),
+            plugins=plugins,
         )
 
 

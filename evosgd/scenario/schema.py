@@ -91,6 +91,10 @@ class ScenarioSpec(BaseModel):
         "that leaves out the first convergence; 0: the whole run)")
     budget: BudgetSpec = Field(..., description="stopping limits")
     record: RecordSpec = Field(default_factory=RecordSpec, description="record schedule")
+    plugins: list[str] = Field(
+        default_factory=list, description="plugins whose components this scenario names (a .py path relative to this "
+        "file, or a module name): never loaded from here (a scenario file runs no code); named so that an error can "
+        "say which --plugin is missing")
 
     @field_validator("targets")
     @classmethod
