@@ -165,8 +165,10 @@ def _load_file(text: str) -> dict[str, Any]:
     path = path.resolve()
     key = str(path)
     sha = sha256_of(path)
-    if key in _LOADED and _LOADED[key]["sha256"] == sha:
-        return _LOADED[key]
+    if key in _LOADED:
+        if _LOADED[key]["sha256"] == sha:
+            return _LOADED[key]
+        _forget(key)  # the file was edited (a notebook loading it again): its new version replaces it
     stem = re.sub(r"\W", "_", path.stem)
     name = f"evosgd_plugin_{stem}"
     if name in sys.modules and getattr(sys.modules[name], "__file__", None) != key:
@@ -185,6 +187,17 @@ def _load_file(text: str) -> dict[str, Any]:
         raise
     _LOADED[key] = ref
     return ref
+
+
+def _forget(key: str) -> None:
+    """Unregister the components of the loaded plugin ``key``."""
+    from evosgd.core.registry import all_registries
+
+    ref = _LOADED.pop(key)
+    for reg in all_registries():
+        for entry in reg.entries():
+            if entry.origin is ref:
+                reg.unregister(entry.name)
 
 
 def _load_module(name: str) -> dict[str, Any]:
@@ -255,9 +268,21 @@ def _load_entry_point(ep: Any) -> dict[str, Any]:
 def ensure_plugins(refs: Iterable[dict[str, Any]]) -> None:
     """In a worker process: load the plugins a run needs (as the parent did), and check that each
     source is still the one whose hash is in the run id."""
+    refs = list(refs)
+    if refs:  # built-ins first, as in the parent: a plugin may not take a built-in's name
+        from evosgd.core.registry import load_all
+
+        load_all(analyses=False)
     for ref in refs:
         kind = ref.get("type")
         if kind == "file":
+            path = Path(ref["path"])
+            if not path.is_file():
+                raise PluginError(f"plugin {ref['plugin']!r}: {path} is not there in this process (a worker on another "
+                                  f"machine needs the same file at the same path)")
+            if sha256_of(path) != ref.get("sha256"):
+                raise PluginError(f"plugin {ref['plugin']!r} changed since the scenario was loaded (its sha256 is in "
+                                  f"the run id); run the command again")
             got = load_plugin(ref["path"])
         elif kind == "module":
             got = load_plugin(ref["name"])
