@@ -232,11 +232,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     width = max((len(e.name) for e in entries), default=0)
     for e in entries:
         fam = f" [{e.family}]" if e.family else ""
-        if e.origin is not None:
-            fam += f" [plugin: {e.origin.get('plugin')}]"
-        print(f"{e.name:<{width}}  {e.description}{fam}")
+        origin = f"[plugin: {e.origin.get('plugin')}]" if e.origin is not None else ""
+        print(f"{e.name:<{width}}  {e.description}{fam}" + (f" {origin}" if origin and args.brief else ""))
         if args.brief:
             continue
+        if origin:
+            print(f"{'':<{width}}    {origin}")
         for name, ann, default, desc in e.fields():
             d = "required" if default == "required" else f"= {_short(default)}"
             print(f"{'':<{width}}    {name} ({_short(ann, 40, quote=False)}) {d}: {desc}")
