@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 
 
 _REGISTRATION = ("register_landscape", "register_optimizer", "register_analysis", "register_drift")
-__all__ = ["load_scenario", "run_scenario", "load_results", *_REGISTRATION, "load_plugin", "__version__"]
+__all__ = ["__version__", "load_plugin", "load_results", "load_scenario", "register_analysis", "register_drift",
+           "register_landscape", "register_optimizer", "run_scenario"]
 
 
 def __getattr__(name: str):  # lazy API for notebooks: evosgd.load_scenario, run_scenario, load_results

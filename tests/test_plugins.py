@@ -26,7 +26,12 @@ import evosgd
 from evosgd.cli import main
 from evosgd.core import plugins as plugin_mod
 from evosgd.core.errors import ConfigError
-from evosgd.core.plugins import PluginError, ensure_plugins, load_entry_point_plugins, load_plugin
+from evosgd.core.plugins import (
+    PluginError,
+    ensure_plugins,
+    load_entry_point_plugins,
+    load_plugin,
+)
 from evosgd.core.registry import LANDSCAPES, OPTIMIZERS, all_registries, load_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,22 +235,22 @@ def test_entry_point_plugins_load_through_importlib_metadata(tmp_path, monkeypat
 BROKEN = {
     "raises": ("x = 1\nraise ZeroDivisionError('oops')\n", "raised ZeroDivisionError on import: oops (at broken.py:2)"),
     "params_not_pydantic": (
-        "import dataclasses, evosgd\n@dataclasses.dataclass\nclass P:\n    a: int = 1\n"
-        "evosgd.register_landscape('user_thing', P, 'x')(lambda p, **k: None)\n",
+        ("import dataclasses, evosgd\n@dataclasses.dataclass\nclass P:\n    a: int = 1\n"
+         "evosgd.register_landscape('user_thing', P, 'x')(lambda p, **k: None)\n"),
         "params must be a pydantic model class"),
     "name_clash": (
-        "import evosgd\nfrom pydantic import BaseModel, ConfigDict\nclass P(BaseModel):\n"
-        "    model_config = ConfigDict(extra='forbid')\n"
-        "evosgd.register_landscape('sphere', P, 'my sphere')(lambda p, **k: None)\n",
+        ("import evosgd\nfrom pydantic import BaseModel, ConfigDict\nclass P(BaseModel):\n"
+         "    model_config = ConfigDict(extra='forbid')\n"
+         "evosgd.register_landscape('sphere', P, 'my sphere')(lambda p, **k: None)\n"),
         "landscape 'sphere' is already registered by evosgd (built-in)"),
     "not_callable": (
-        "import evosgd\nfrom pydantic import BaseModel, ConfigDict\nclass P(BaseModel):\n"
-        "    model_config = ConfigDict(extra='forbid')\n"
-        "evosgd.register_optimizer('user_opt', P, 'an optimizer')(42)\n",
+        ("import evosgd\nfrom pydantic import BaseModel, ConfigDict\nclass P(BaseModel):\n"
+         "    model_config = ConfigDict(extra='forbid')\n"
+         "evosgd.register_optimizer('user_opt', P, 'an optimizer')(42)\n"),
         "the registered factory must be callable"),
     "extra_allowed": (
-        "import evosgd\nfrom pydantic import BaseModel\nclass P(BaseModel):\n    a: int = 1\n"
-        "evosgd.register_landscape('user_thing', P, 'x')(lambda p, **k: None)\n",
+        ("import evosgd\nfrom pydantic import BaseModel\nclass P(BaseModel):\n    a: int = 1\n"
+         "evosgd.register_landscape('user_thing', P, 'x')(lambda p, **k: None)\n"),
         "extra='forbid'"),
 }
 
@@ -392,6 +397,6 @@ def start_loss(params, *, context):
 
 def test_import_evosgd_and_the_cli_parser_do_not_import_torch():
     code = "import sys, evosgd, evosgd.cli; evosgd.cli.build_parser(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+    out = subprocess.run([sys.executable, "-c", code], check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr

@@ -14,7 +14,8 @@ _WHERE = {
     "make_generator": "seeding",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = ["LANDSCAPES", "OPTIMIZERS", "Budget", "ConfigError", "DeviceError", "EvosgdError", "Optimizer",
+           "ParameterError", "Registry", "derive_seed", "make_generator", "resolve_device", "resolve_dtype"]
 
 
 def __getattr__(name: str):

@@ -5,7 +5,8 @@ decorators the built-in components use).
 Three ways in, all explicit (a scenario file is data and never names code that gets run):
 
 * ``--plugin path/to/file.py`` (or :func:`load_plugin` with a path): the file is executed as a
-  module of its own;
+  module of its own (its folder is appended to ``sys.path``, so it can import modules beside it;
+  the hash covers the file itself: a plugin of several files is better made a package);
 * ``--plugin package.module``: the module is imported from ``sys.path``;
 * an installed distribution declaring the ``evosgd.plugins`` entry-point group, e.g. in its
   ``pyproject.toml``: ``[project.entry-points."evosgd.plugins"] mine = "mine.evosgd_plugin"``;
@@ -35,9 +36,10 @@ import importlib.util
 import re
 import sys
 import traceback
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from evosgd.core.errors import EvosgdError
 
@@ -179,6 +181,8 @@ def _load_file(text: str) -> dict[str, Any]:
         raise PluginError(f"plugin {text!r}: cannot be imported")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # pydantic and dataclasses look classes up through sys.modules
+    if str(path.parent) not in sys.path:  # its sibling modules import as they would for a script
+        sys.path.append(str(path.parent))  # (appended: never shadows an installed module)
     try:
         with _loading(ref):
             spec.loader.exec_module(module)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -87,7 +87,7 @@ class Registry:
     """A named collection of components (landscapes, optimizers, analyses, drift models)."""
 
     #: every registry made (the plugin loader rolls back a failed plugin in all of them)
-    instances: list["Registry"] = []
+    instances: ClassVar[list[Registry]] = []
 
     def __init__(self, kind: str) -> None:
         self.kind = kind

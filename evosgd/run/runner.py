@@ -145,6 +145,9 @@ def _plugin_modules(runs: list[RunSpec]) -> list[str]:
     for r in runs:
         for reg, kind in ((OPTIMIZERS, r.kind), (LANDSCAPES, r.landscape.kind)):
             if kind in reg:
+                origin = reg.get(kind).origin or {}
+                if origin.get("type") != "module":  # files and entry points: loaded from run.plugins
+                    continue
                 m = getattr(reg.get(kind).factory, "__module__", "")
                 if m and not m.startswith("evosgd") and m != "__main__":
                     mods.add(m)
