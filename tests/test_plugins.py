@@ -400,3 +400,37 @@ def test_import_evosgd_and_the_cli_parser_do_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_drift_plugin_moves_the_optimum_and_enters_the_run_id(tmp_path):
+    plugin = _write(tmp_path / "user_drift.py", '''
+from pydantic import BaseModel, ConfigDict, Field
+import evosgd
+from evosgd.landscapes.drift import Drift
+
+
+class StepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    jump: float = Field(1.0, description="distance the optimum moves at t = at, along the first axis")
+    at: float = Field(50.0, gt=0, description="time of the jump")
+
+
+@evosgd.register_drift("user_step", StepParams, "the optimum jumps once, along the first axis")
+class StepDrift(Drift):
+    def offset(self, t):
+        d = (self.times(t) >= self.params.at).to(self.dtype) * self.params.jump  # [R]
+        out = d.new_zeros(self.replicates, self.dim)
+        out[:, 0] = d
+        return out
+''')
+    load_plugin(plugin)
+    text = HILL_SCENARIO.replace('kind = "user_hill_climber"\nsigma = 0.2', 'kind = "cmaes"').replace(
+        'dim = 3\n', 'dim = 3\n[landscape.drift]\nkind = "user_step"\njump = 2.0\n')
+    sc = evosgd.load_scenario(_write(tmp_path / "d.toml", text))
+    (run,) = sc.runs
+    assert [p["name"] for p in run.plugins] == ["user_drift"]
+    from evosgd.run.engine import build_run_landscape
+
+    land = build_run_landscape(run.landscape, replicates=2, seed=0, device=torch.device("cpu"), dtype=torch.float64)
+    moved = land.optimum(60.0) - land.optimum(0.0)
+    assert torch.allclose(moved, torch.tensor([[2.0, 0.0, 0.0]] * 2, dtype=torch.float64))
