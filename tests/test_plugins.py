@@ -434,3 +434,17 @@ class StepDrift(Drift):
     land = build_run_landscape(run.landscape, replicates=2, seed=0, device=torch.device("cpu"), dtype=torch.float64)
     moved = land.optimum(60.0) - land.optimum(0.0)
     assert torch.allclose(moved, torch.tensor([[2.0, 0.0, 0.0]] * 2, dtype=torch.float64))
+
+
+def test_unknown_kind_hint_without_and_with_a_declared_module_plugin(tmp_path):
+    text = HILL_SCENARIO
+    with pytest.raises(ConfigError) as e:
+        evosgd.load_scenario(_write(tmp_path / "h.toml", text))
+    msg = str(e.value)
+    assert "unknown optimizer kind 'user_hill_climber'" in msg
+    assert "--plugin FILE.py or --plugin package.module" in msg and "'evosgd.plugins' entry point" in msg
+    assert "(built-in) " in msg and "cmaes" in msg
+    declared = text.replace('seed = 4\n', 'seed = 4\nplugins = ["userpkg.components"]\n')
+    with pytest.raises(ConfigError) as e:
+        evosgd.load_scenario(_write(tmp_path / "h2.toml", declared))
+    assert "run with --plugin userpkg.components" in str(e.value)
