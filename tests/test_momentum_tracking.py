@@ -55,3 +55,20 @@ def test_minibatch_mean_lag_by_simulation():
     along = (lags[300:] @ u).mean(0).numpy()
     pred = float(momentum_lag_vector(v, lr, beta, quad.curvatures_np, u.numpy()) @ u.numpy())
     assert abs(along.mean() - pred) < 4 * along.std(ddof=1) / math.sqrt(len(along))
+
+
+def test_registered_analysis_rows_and_verdict():
+    from evosgd.core.analysis_api import AnalysisContext
+    from evosgd.core.registry import ANALYSES
+
+    ctx = AnalysisContext(scenario="t", label="lag", seed=1, replicates=1, device=torch.device("cpu"), dtype=torch.float64)
+    assert "momentum_tracking_lag" in ANALYSES
+    from evosgd.analysis.momentum_tracking import MomentumTrackingParams, momentum_tracking_lag
+
+    res = momentum_tracking_lag(MomentumTrackingParams(betas=[0.0, 0.8], steps=400, replicates=40), context=ctx)
+    df = res.comparison
+    assert len(df) == 4 and set(df["series"]) == {"heavy ball", "Nesterov"}
+    assert (df["predicted"] > 0).all() and df["verdict"].isin(["supported", "not supported"]).all()
+    # the prediction shrinks by (1 - beta): 0.2 of the plain-SGD lag at beta = 0.8
+    hb = df[df["series"] == "heavy ball"].set_index("x")["predicted"]
+    assert hb[0.8] == pytest.approx(0.2 * hb[0.0], rel=1e-12)

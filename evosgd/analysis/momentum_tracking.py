@@ -27,10 +27,17 @@ Lessard, Recht & Packard 2016).  With an unbiased mini-batch gradient the mean l
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats
 
-from evosgd.analysis.evo_common import Quadratic
+from evosgd.analysis.evo_common import Quadratic, comparison_table, generator_for, mean_ci
+from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
+from evosgd.core.errors import ParameterError
+from evosgd.core.registry import ANALYSES
 from evosgd.gradient.transforms import apply_updates, chain, momentum, scale_by_learning_rate
 
 
@@ -75,3 +82,52 @@ def simulate_momentum_tracking(quad: Quadratic, direction: torch.Tensor, speed: 
         z = z - speed * direction  # the optimum moves: x - theta_{k+1}
         out.append(-z)
     return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------- the registered analysis
+
+
+class MomentumTrackingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dim: int = Field(4, ge=1, le=256, description="dimension D of the quadratic (curvatures log-spaced in [1, condition])")
+    condition: float = Field(10.0, ge=1, description="condition number of the Hessian A")
+    speed: float = Field(0.01, gt=0, description="v: distance the optimum moves per step, along (1,...,1)/sqrt(D)")
+    lr: float = Field(0.05, gt=0, description="learning rate eta (must be stable for every beta: eta a < 2(1+beta)/(1+2beta) for Nesterov)")
+    betas: list[float] = Field([0.0, 0.5, 0.9], min_length=1, description="momentum coefficients beta in [0, 1)")
+    batch_size: int | None = Field(8, ge=1, description="mini-batch size of the noisy gradient (None: the exact gradient)")
+    noise: float = Field(1.0, ge=0, description="sd s of the per-example gradient noise (isotropic: Sigma = s^2 I)")
+    steps: int = Field(2000, ge=10, description="steps per run; the lag is averaged over the second half")
+    replicates: int = Field(200, ge=4, description="independent runs: the CI is over them")
+    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
+
+
+@ANALYSES.register("momentum_tracking_lag", MomentumTrackingParams,
+                   "SGD with heavy-ball or Nesterov momentum behind a linearly moving optimum: measured steady-state lag "
+                   "against v (1 - beta)/(eta a)", family="gradient")
+def momentum_tracking_lag(params: MomentumTrackingParams, *, context: AnalysisContext) -> AnalysisResult:
+    p, conf = params, params.confidence
+    quad = Quadratic(p.dim, p.condition, noise=p.noise, device=context.device, dtype=torch.float64)
+    u = torch.full((p.dim,), 1.0 / math.sqrt(p.dim), device=context.device, dtype=torch.float64)
+    rows = []
+    for nesterov in (False, True):
+        for beta in p.betas:
+            if not momentum_stable(p.lr, beta, quad.curvatures_np, nesterov):
+                raise ParameterError("lr", p.lr, f"a learning rate at which momentum beta = {beta} is stable on curvatures up to "
+                                     f"{p.condition:g}", where="analysis 'momentum_tracking_lag'")
+            lags = simulate_momentum_tracking(quad, u, p.speed, p.lr, beta, p.steps, p.replicates,
+                                              generator_for(context, "momentum", nesterov, beta), nesterov=nesterov,
+                                              batch_size=p.batch_size)
+            along = (lags[p.steps // 2:] @ u).mean(0).cpu().numpy()
+            m, lo, hi = mean_ci(along, conf)
+            pred = float(momentum_lag_vector(p.speed, p.lr, beta, quad.curvatures_np, u.cpu().numpy(), nesterov=nesterov) @ u.cpu().numpy())
+            rows.append({"quantity": "steady-state lag along the motion", "series": "Nesterov" if nesterov else "heavy ball",
+                         "x_name": "momentum beta", "x": beta, "measured": m, "measured_low": lo, "measured_high": hi,
+                         "predicted": pred, "verdict": "supported" if lo <= pred <= hi else "not supported"})
+    df = comparison_table(rows)
+    inside = int((df["verdict"] == "supported").sum())
+    notes = [f"Steady-state lag v (1 - beta)/(eta a) (along u): inside the {conf:.0%} CI at {inside} of {len(df)} (method, beta) points "
+             f"(chance allows {int(stats.binom.ppf(0.99, len(df), 1 - conf))} misses): "
+             f"{'supported' if len(df) - inside <= stats.binom.ppf(0.99, len(df), 1 - conf) else 'not supported'}."]
+    return AnalysisResult(comparison=df, notes=notes, confidence=conf,
+                          title="Tracking a moving optimum with momentum: measured lag against the steady-state prediction")
