@@ -153,3 +153,13 @@ def test_neutral_heterozygosity_decays_by_moran_rate():
     pred = (1 - 2 / N**2) ** (N * T)
     assert abs(H.mean() - pred) < 4 * H.std(ddof=1) / math.sqrt(len(H))
     assert abs(H.mean() - (1 - 1 / N) ** T) > 4 * H.std(ddof=1) / math.sqrt(len(H))  # not the Wright-Fisher rate
+
+
+def test_analysis_interval_and_verdict_rule():
+    """The Clopper-Pearson interval of scipy's binomtest covers k/n, and the misses allowed by
+    chance follow Binomial(m, 1 - c): 10 intervals at 95% may miss up to 3 at the 99% quantile."""
+    from evosgd.analysis.moran_fixation import binomial_ci, misses_allowed
+
+    u, lo, hi = binomial_ci(30, 600, 0.95)
+    assert u == 0.05 and lo < 0.05 < hi and hi - lo == pytest.approx(0.037, abs=0.005)
+    assert misses_allowed(10, 0.95) == 3 and misses_allowed(1, 0.95) == 1
