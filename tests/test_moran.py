@@ -143,7 +143,7 @@ def test_optimizer_refuses_recombination():
 
 def test_neutral_heterozygosity_decays_by_moran_rate():
     """Neutral Moran: E[p'(1-p')] = p(1-p)(1 - 2/N^2) per event, so H falls by (1 - 2/N^2)^N per
-    generation (Ewens 2004, eq. 3.75; Wright-Fisher: 1 - 1/N).  200 replicates x 50 loci of N = 10
+    generation (exact for the neutral Moran step; Wright-Fisher: 1 - 1/N).  200 replicates x 50 loci of N = 10
     after 5 generations: the mean H / H_0 within 4 standard errors (sd over replicates) of the value."""
     land = build_landscape("sphere", {"dim": 2}, replicates=200, seed=1)
     N, T = 10, 5

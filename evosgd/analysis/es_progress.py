@@ -6,7 +6,7 @@ Normalisation on the sphere ``f = ||x||^2`` in N dimensions at distance R:
 ``sigma* = N sigma / R``, ``phi* = N E[R - R'] / R`` (the expected normalised progress per generation).
 
 * **(mu/mu_I, lambda)-ES** (intermediate recombination of the mu best, equal weights 1/mu), large-N
-  limit (Beyer 2001, eq. 6.54; Rudolph 1997):
+  limit (Beyer 2001, ch. 6; Rudolph 1997):
 
       phi* = c_{mu/mu,lambda} sigma* - sigma*^2 / (2 mu),
 
@@ -20,7 +20,7 @@ Normalisation on the sphere ``f = ||x||^2`` in N dimensions at distance R:
 * **(1+1)-ES**: the success probability (an offspring better than its parent), large N,
   ``P_s = Phi(-sigma*/2)``, and its progress rate
   ``phi* = sigma*/sqrt(2 pi) exp(-sigma*^2/8) - sigma*^2/2 (1 - Phi(sigma*/2))`` (Rechenberg 1973;
-  Beyer 2001, eqs. 3.93, 3.101).  For finite N the success probability is exact: an offspring
+  Beyer 2001, ch. 3).  For finite N the success probability is exact: an offspring
   ``x + sigma z`` is better when ``||x/sigma + z||^2 < R^2/sigma^2``, a noncentral chi-square with N
   degrees of freedom and noncentrality ``(R/sigma)^2 = (N/sigma*)^2``.
 """

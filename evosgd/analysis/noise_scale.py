@@ -6,13 +6,13 @@ For a loss with gradient G and Hessian H at the current point, and a mini-batch 
 mean G and covariance ``Sigma / B``, a step ``-eps g`` changes the loss, to second order (exactly
 for a quadratic), in expectation by
 
-    E[Delta L] = -eps |G|^2 + eps^2 / 2 (G^T H G + tr(H Sigma) / B)           (eq. 2.3-2.5)
+    E[Delta L] = -eps |G|^2 + eps^2 / 2 (G^T H G + tr(H Sigma) / B)
 
 which is smallest at
 
     eps_opt(B) = eps_max / (1 + B_noise / B),     eps_max = |G|^2 / (G^T H G),
     Delta L_opt(B) = Delta L_max / (1 + B_noise / B),  Delta L_max = |G|^4 / (2 G^T H G),
-    B_noise = tr(H Sigma) / (G^T H G)                                            (eq. 2.6-2.7).
+    B_noise = tr(H Sigma) / (G^T H G).
 
 With ``H`` a multiple of I, ``B_noise = B_simple = tr(Sigma) / |G|^2``.
 """

@@ -14,7 +14,7 @@ Price's equation with a transmission term.  Pure numpy/scipy functions.
 
 * **Finite n**: keeping the best k of n, the selection intensity is the mean of the top k
   expected standard normal order statistics, ``i_{k,n} = (1/k) sum_{j > n-k} E Z_{(j:n)}``,
-  ``E Z_{(j:n)} = int x f_{j:n}(x) dx`` (David & Nagaraja 2003, eq. 2.1.6), computed by quadrature;
+  ``E Z_{(j:n)} = int x f_{j:n}(x) dx`` (David & Nagaraja 2003, ch. 2), computed by quadrature;
   it equals Beyer's progress coefficient ``c_{mu/mu,lambda}`` for k = mu, n = lambda.
 * **Breeder's equation** ``R = h^2 S`` with ``h^2 = G / (G + E)`` (Lush 1937); multivariate
   ``R = G P^{-1} S`` (Lande 1979).

@@ -14,17 +14,17 @@ N events make one **generation** (each individual lives N events on average), th
 the Moran process is compared with Wright-Fisher.  A mutant of relative fitness r among N - i
 residents moves ``i -> i + 1`` with probability ``r i (N - i) / ((r i + N - i) N)`` and
 ``i -> i - 1`` with ``i (N - i) / ((r i + N - i) N)``: a birth-death chain whose fixation
-probability from i copies is exact (Moran 1958; Nowak 2006, eq. 6.6):
+probability from i copies is exact (Moran 1958; Nowak 2006, ch. 6):
 
     rho_i = (1 - r^-i) / (1 - r^-N),     rho_i = i / N  when r = 1,
 
 (a new mutant: ``(1 - 1/r) / (1 - 1/r^N)``).  Its genetic drift is twice that of Wright-Fisher
-with the same N (the variance of the change per generation is ``2 p q / N``, Ewens 2004, eq. 3.75),
+with the same N (the variance of the change of p per generation is ``2 p q / N`` against ``p q / N``; Ewens 2004, ch. 3),
 so the Moran process behaves like a Wright-Fisher population of N/2: against Kimura's
 ``(1 - e^{-2s}) / (1 - e^{-2Ns})`` the Moran value is close to ``(1 - e^{-s}) / (1 - e^{-Ns})``.
 The expected absorption time and the time to fixation conditional on fixation are solved exactly
 from the chain (:func:`moran_chain`); for the neutral chain from one copy they are ``N H_{N-1}``
-and ``N (N - 1)`` events (Ewens 2004, eqs. 2.152-2.153 in events).
+and ``N (N - 1)`` events (Ewens 2004, ch. 2; checked in ``tests/test_moran.py``).
 
 The optimizer ``moran`` runs the process on the product's landscapes, vectorized over replicates
 (one event for all replicates at once; the N events of a generation are sequential, as the model
@@ -59,7 +59,7 @@ from evosgd.evolution.wright_fisher import (
 
 def moran_fixation_probability(r: float, N: int, i: int = 1) -> float:
     """``rho_i = (1 - r^-i) / (1 - r^-N)`` (``i / N`` when r = 1): exact fixation probability of i
-    mutants of relative fitness r among N in the Moran process (Moran 1958; Nowak 2006, eq. 6.6)."""
+    mutants of relative fitness r among N in the Moran process (Moran 1958; Nowak 2006, ch. 6)."""
     if not 0 <= i <= N:
         raise ValueError(f"i = {i} must lie in [0, N = {N}]")
     if r <= 0:
