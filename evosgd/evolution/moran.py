@@ -31,7 +31,7 @@ The optimizer ``moran`` runs the process on the product's landscapes, vectorized
 is).  Each individual's loss is kept; an event evaluates the newborn only, charged as one
 individual (``cost`` per event, ``N * cost`` per generation, the same as a Wright-Fisher
 generation).  With mini-batch fitness (``batch_size``) every newborn is evaluated on a fresh
-batch, so the kept losses are of different batches.  Recombination does not exist in this
+batch, so the kept losses are of different batches (on a drifting landscape: of their birth time).  Recombination does not exist in this
 model (one parent per birth): ``recombination_rate`` must be 0.
 """
 
