@@ -81,3 +81,18 @@ def test_registered_analysis_and_bad_micro_batches():
     assert any("batch norm" in n for n in res.notes)
     with pytest.raises(ParameterError, match="divisors"):
         ANALYSES.build("gradient_accumulation", {"batch_size": 16, "micro_batches": [3], "repeats": 2}, context=ctx)
+
+
+@pytest.mark.parametrize("B,k", [(4, 3), (10, 4), (7, 7), (9, 2)])
+def test_uneven_micro_batches_give_the_full_batch_gradient(B, k):
+    """Exact case (issue #23): 4 examples in 3 micro-batches used to return 2/3 of the gradient
+    (torch.chunk made 2 chunks while the loss was divided by 3).  Now exactly k micro-batches of
+    sizes differing by at most one, each weighted b_j / B: equal to the big batch up to rounding."""
+    from evosgd.analysis.accumulation import micro_batches_of
+
+    land = lin(torch.float64)
+    batch = land.sample(B, make_generator(5))
+    sizes = [next(iter(m.values())).shape[1] for m in micro_batches_of(batch, k)]
+    assert len(sizes) == k and sum(sizes) == B and max(sizes) - min(sizes) <= 1
+    big = full_batch_gradient(land, land.initial_point, batch)
+    torch.testing.assert_close(accumulated_gradient(land, land.initial_point, batch, k), big, rtol=1e-12, atol=1e-14)

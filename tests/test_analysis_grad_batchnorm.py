@@ -61,3 +61,38 @@ def test_registered():
     ctx = AnalysisContext("t", "bn", 3, 1, torch.device("cpu"), torch.float32)
     res = ANALYSES.build("batchnorm_gradient", {"batch_sizes": [4], "samples": 50, "population": 1000}, context=ctx)
     assert len(res.comparison) == 3 and res.notes
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_scale_shift_and_input_gradients_equal_torch(training):
+    """Reference: torch's F.batch_norm with weight and bias (float64), in training mode (batch
+    statistics) and evaluation mode (running statistics): our forward, input gradient, dL/dgamma,
+    dL/dbeta and the running-statistics update equal autograd / torch's buffers."""
+    from evosgd.analysis.batchnorm import bn_eval_forward, bn_eval_input_grad, bn_param_grads, bn_running_update, bn_train_input_grad
+
+    g = make_generator(3)
+    C, b = 4, 6
+    z = (torch.randn(C, b, generator=g, dtype=torch.float64) * 2 + 1).requires_grad_(True)
+    gamma = (torch.rand(C, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    beta = torch.randn(C, generator=g, dtype=torch.float64).requires_grad_(True)
+    rm, rv = torch.randn(C, generator=g, dtype=torch.float64), torch.rand(C, generator=g, dtype=torch.float64) + 0.5
+    rm_t, rv_t = rm.clone(), rv.clone()
+    y = F.batch_norm(z.T, rm_t, rv_t, gamma, beta, training=training, momentum=0.1, eps=BN_EPS).T
+    up = torch.randn(C, b, generator=g, dtype=torch.float64)
+    dz, dgamma, dbeta = torch.autograd.grad(y, (z, gamma, beta), up)
+    zd = z.detach()
+    if training:
+        sigma = torch.sqrt(zd.var(-1, unbiased=False) + BN_EPS)
+        x_hat = (zd - zd.mean(-1, keepdim=True)) / sigma.unsqueeze(-1)
+        torch.testing.assert_close(bn_train_input_grad(up, x_hat, sigma, gamma.detach()), dz, rtol=1e-10, atol=1e-12)
+        new_rm, new_rv = bn_running_update(rm, rv, zd, 0.1)
+        torch.testing.assert_close(new_rm, rm_t, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(new_rv, rv_t, rtol=1e-12, atol=1e-14)
+    else:
+        y_ours, x_hat = bn_eval_forward(zd, rm, rv, gamma.detach(), beta.detach())
+        torch.testing.assert_close(y_ours, y.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(bn_eval_input_grad(up, rv, gamma.detach()), dz, rtol=1e-12, atol=1e-12)
+        assert torch.equal(rm_t, rm) and torch.equal(rv_t, rv)  # evaluation mode leaves the statistics alone
+    dg, db = bn_param_grads(up, x_hat)
+    torch.testing.assert_close(dg, dgamma, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(db, dbeta, rtol=1e-12, atol=1e-12)

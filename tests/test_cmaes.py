@@ -216,3 +216,11 @@ def test_ipop_restart_resets_the_distribution_of_the_restarting_replicate_only()
     assert w.shape == (3, 20) and torch.all(w[0, 10:] == 0) and w[1, :10].sum() > 0.99
     opt.step()  # a padded population runs
     assert B.evaluations.tolist() == [60, 70, 60]
+
+
+def test_equal_recombination_weights_option():
+    """weights = "equal": the mu = lambda/2 positive weights are 1/mu and mu_eff = mu (Beyer's
+    (mu/mu_I, lambda)); the active negative weights and the default (log-rank) are unchanged."""
+    eq, lr = cma_defaults(6, 10, weights="equal"), cma_defaults(6, 10)
+    assert eq["weights"][:5] == [0.2] * 5 and eq["mu_eff"] == pytest.approx(5.0)
+    assert all(w < 0 for w in eq["weights"][5:]) and lr["mu_eff"] < 5.0

@@ -297,3 +297,21 @@ def test_restarts_need_a_search_domain_and_respect_max_restarts():
     opt, _ = run("sgd", {"batch_size": 1, "lr": 0.002, "restarts": "stagnation", "restart_patience": 20,
                          "max_restarts": 0}, L, steps=500)
     assert (opt.metrics()["restarts"] == 0).all()
+
+
+def test_accumulation_of_unequal_micro_batches_is_the_big_batch_gradient():
+    """Exact case (issue #23): micro-batches of 3, 8 and 5 examples are weighted by their sizes, so
+    the gradient, loss and per-example variance are those of the 16 concatenated examples, and the
+    reported batch size is 16 (the plain mean of the three means would weight 3 examples like 8)."""
+    L = linreg()
+    big = L.sample(16, torch.Generator().manual_seed(4))
+    cuts = [(0, 3), (3, 11), (11, 16)]
+    micro = [{key: v[:, a:b] for key, v in big.items()} for a, b in cuts]
+    full = batch_gradient(L, L.initial_point, big, stats=True)
+    acc = accumulated_gradient(L, L.initial_point, micro, stats=True)
+    torch.testing.assert_close(acc.grads, full.grads, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(acc.loss, full.loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(acc.grad_variance, full.grad_variance, rtol=1e-10, atol=1e-12)
+    assert acc.batch_size == 16
+    plain = torch.stack([batch_gradient(L, L.initial_point, m).grads for m in micro]).mean(0)
+    assert float((plain - full.grads).norm()) > 1e-3 * float(full.grads.norm())  # the old answer was wrong here

@@ -37,7 +37,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evosgd.analysis.grad_common import (
     POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, evaluation_point, fmt, mean_ci, single_thread,
-    split_batch,
 )
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ParameterError
@@ -81,12 +80,30 @@ def full_batch_gradient(landscape: Any, theta: torch.Tensor, batch: dict) -> tor
     return th.grad.detach()
 
 
+def micro_batches_of(batch: dict, parts: int) -> list[dict]:
+    """Split a batch ``[R, B, ...]`` into exactly ``parts`` consecutive micro-batches whose sizes
+    differ by at most one (``torch.tensor_split``; ``torch.chunk`` may return fewer parts, e.g. 2
+    chunks of 4 examples asked for 3)."""
+    B = next(iter(batch.values())).shape[1]
+    if not 1 <= parts <= B:
+        raise ValueError(f"cannot split a batch of {B} examples into {parts} non-empty micro-batches")
+    return [dict(zip(batch, vs)) for vs in zip(*(v.tensor_split(parts, dim=1) for v in batch.values()))]
+
+
 def accumulated_gradient(landscape: Any, theta: torch.Tensor, batch: dict, micro_batches: int) -> torch.Tensor:
-    """Back-propagate ``loss_j / k`` for each of k micro-batches, letting autograd accumulate into
-    ``.grad`` (what a training loop with accumulation does)."""
+    """Back-propagate ``(b_j / B) loss_j`` for each of k micro-batches of sizes b_j (sum B), letting
+    autograd accumulate into ``.grad`` (what a training loop with accumulation does).  Since
+    ``loss_j`` is the mean over its b_j examples, ``sum_j (b_j / B) loss_j`` is the mean over all B:
+    the exact big-batch gradient for separable losses, also when k does not divide B (then the
+    micro-batches differ in size by one).  With equal sizes ``b_j / B = 1 / k`` exactly."""
     th = theta.detach().clone().requires_grad_(True)
-    for micro in split_batch(batch, micro_batches):
-        (landscape.loss(th, micro).sum() / micro_batches).backward()
+    micro = micro_batches_of(batch, micro_batches)
+    sizes = [next(iter(m.values())).shape[1] for m in micro]
+    B = sum(sizes)
+    for m, b in zip(micro, sizes):
+        loss = landscape.loss(th, m).sum()
+        # equal sizes: divide by k, the historical computation (bit for bit); else weight b_j / B
+        (loss / micro_batches if len(set(sizes)) == 1 else loss * (b / B)).backward()
     return th.grad.detach()
 
 
@@ -194,7 +211,7 @@ def measure_accumulation(cases: list[tuple[Any, Any]], params: AccumulationParam
             batch = land.sample(B, torch.Generator(device=land.device).manual_seed(int(seeds[0])))
             sizes, data_b, saved_b = [], [], []
             for k in ks:
-                micro = {name: v.clone() for name, v in split_batch(batch, k)[0].items()}  # loaded on its own
+                micro = {name: v.clone() for name, v in micro_batches_of(batch, k)[0].items()}  # loaded on its own
                 sizes.append(B // k)
                 data_b.append(batch_bytes(micro))
                 saved_b.append(saved_for_backward_bytes(land, theta, micro))

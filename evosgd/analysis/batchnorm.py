@@ -16,6 +16,12 @@ gradient.  For an isotropic random upstream gradient, ``E ||P g||^2 / ||g||^2 = 
 exactly (the squared length of a uniformly random unit vector projected onto a (b-2)-dimensional
 subspace has a Beta((b-2)/2, 1) law).
 
+Beside the training-mode input gradient: the gradients of the scale and shift of
+``y = gamma x_hat + beta`` (``dL/dgamma = sum_i g_i x_hat_i``, ``dL/dbeta = sum_i g_i``), evaluation
+mode (running statistics: a diagonal Jacobian ``gamma / sqrt(var_run + eps)``, nothing couples the
+examples) and the running-statistics update of training mode (torch's convention, unbiased
+variance), each checked against ``torch.nn.functional.batch_norm``.
+
 The measurement back-propagates with autograd through ``torch.nn.functional.batch_norm`` in
 training mode (batch statistics) and through the population-statistics normalization, and
 compares (1) the median ratio of the two gradient norms with the exact Jacobian formula evaluated on the
@@ -64,6 +70,46 @@ def isotropic_damping(b: int, var_ratio: float | np.ndarray = 1.0) -> float | np
     (since 1 is orthogonal to x_hat and ``(x_hat x_hat^T / b)^2 = r x_hat x_hat^T / b``);
     ``(b - 2) / b`` when eps = 0 (P is then the projection of rank b - 2)."""
     return (b - 1 - (2 - var_ratio) * var_ratio) / b
+
+
+def bn_param_grads(g: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of the scale and shift of ``y = gamma x_hat + beta`` from the upstream ``g = dL/dy``
+    ``[..., b]``: ``dL/dgamma = sum_i g_i x_hat_i``, ``dL/dbeta = sum_i g_i`` (Ioffe & Szegedy 2015,
+    sec. 3).  The same in training mode (x_hat from the batch statistics) and in evaluation mode
+    (x_hat from the running statistics)."""
+    return (g * x_hat).sum(-1), g.sum(-1)
+
+
+def bn_train_input_grad(g: torch.Tensor, x_hat: torch.Tensor, sigma: torch.Tensor, gamma: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Training mode with scale gamma: ``dL/dz = J (gamma g)`` (:func:`bn_backward` of ``dL/dx_hat = gamma g``)."""
+    return bn_backward(g * (gamma.unsqueeze(-1) if isinstance(gamma, torch.Tensor) else gamma), x_hat, sigma)
+
+
+def bn_eval_forward(z: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, gamma: torch.Tensor | float = 1.0,
+                    beta: torch.Tensor | float = 0.0, eps: float = BN_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluation mode (running statistics, ``[...]`` per unit, ``z [..., b]``): returns
+    ``(y, x_hat)``, ``x_hat = (z - mu_run) / sqrt(var_run + eps)``, ``y = gamma x_hat + beta``; each
+    example is normalised on its own, so the batch plays no part."""
+    x_hat = (z - running_mean.unsqueeze(-1)) / torch.sqrt(running_var + eps).unsqueeze(-1)
+    g_ = gamma.unsqueeze(-1) if isinstance(gamma, torch.Tensor) else gamma
+    b_ = beta.unsqueeze(-1) if isinstance(beta, torch.Tensor) else beta
+    return g_ * x_hat + b_, x_hat
+
+
+def bn_eval_input_grad(g: torch.Tensor, running_var: torch.Tensor, gamma: torch.Tensor | float = 1.0, eps: float = BN_EPS) -> torch.Tensor:
+    """Evaluation mode: the Jacobian is diagonal, ``dL/dz_i = gamma g_i / sqrt(var_run + eps)`` (no
+    projection: nothing couples the examples)."""
+    scale = (gamma if isinstance(gamma, torch.Tensor) else torch.as_tensor(gamma, dtype=g.dtype)) / torch.sqrt(running_var + eps)
+    return g * scale.unsqueeze(-1)
+
+
+def bn_running_update(running_mean: torch.Tensor, running_var: torch.Tensor, z: torch.Tensor,
+                      momentum: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running statistics after one training batch ``z [..., b]`` (torch's convention):
+    ``mu_run <- (1 - m) mu_run + m mean_B``, ``var_run <- (1 - m) var_run + m var_B b/(b-1)``
+    (the unbiased batch variance; the normalisation itself uses the biased one)."""
+    return ((1 - momentum) * running_mean + momentum * z.mean(-1),
+            (1 - momentum) * running_var + momentum * z.var(-1, unbiased=True))
 
 
 # ----------------------------------------------------------------------------- measurement

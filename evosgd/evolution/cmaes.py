@@ -21,7 +21,8 @@ Defaults (Table 1): lambda = 4 + floor(3 ln D), mu = floor(lambda/2),
 w'_i = ln((lambda+1)/2) - ln i (i = 1..lambda), mu_eff = (sum_{i<=mu} w'_i)^2 / sum_{i<=mu} w'_i^2,
 c_1 = 2/((D+1.3)^2 + mu_eff), c_mu = min(1 - c_1, 2 (mu_eff - 2 + 1/mu_eff)/((D+2)^2 + mu_eff)),
 c_c = (4 + mu_eff/D)/(D + 4 + 2 mu_eff/D), c_sigma = (mu_eff + 2)/(D + mu_eff + 5),
-d_sigma = 1 + 2 max(0, sqrt((mu_eff - 1)/(D + 1)) - 1) + c_sigma.  Positive weights are normalised
+d_sigma = 1 + 2 max(0, sqrt((mu_eff - 1)/(D + 1)) - 1) + c_sigma.  ``weights = "equal"`` replaces the
+positive w'_i by 1 (so w_i = 1/mu, mu_eff = mu: Beyer's (mu/mu_I, lambda) recombination).  Positive weights are normalised
 to sum 1; negative ones ("active" CMA, Jastrebski & Arnold 2006) to sum
 -min(1 + c_1/c_mu, 1 + 2 mu_eff^-/(mu_eff + 2), (1 - c_1 - c_mu)/(D c_mu)).
 
@@ -66,10 +67,10 @@ import torch
 from pydantic import Field
 
 from evosgd.core.registry import OPTIMIZERS
-from evosgd.evolution.es_base import ESParams, EvolutionStrategy, commit, default_popsize, expected_norm, log_weights
+from evosgd.evolution.es_base import EvolutionStrategy, RecombinationParams, commit, default_popsize, expected_norm, log_weights
 
 
-class CMAParams(ESParams):
+class CMAParams(RecombinationParams):
     """CMA-ES / sep-CMA-ES with Hansen's (2016) default strategy parameters."""
 
     popsize: int | None = Field(None, ge=2, description="offspring per generation lambda; None: 4 + floor(3 ln D) (Hansen 2016, Table 1)")
@@ -139,11 +140,15 @@ class CMAConstants:
         self.decay = 1 - self.c1 - self.cmu * self.sum_w
 
 
-def cma_defaults(n: int, lam: int, *, active: bool = True, separable: bool = False) -> dict:
-    """Default strategy parameters for dimension n and population size lam (see module docstring)."""
+def cma_defaults(n: int, lam: int, *, active: bool = True, separable: bool = False, weights: str = "log_rank") -> dict:
+    """Default strategy parameters for dimension n and population size lam (see module docstring).
+    ``weights = "equal"``: the mu = floor(lambda/2) positive weights are 1/mu (mu_eff = mu); the
+    negative (active) weights of the worse half stay the log-rank ones."""
     mu = lam // 2
     raw = log_weights(lam)
     pos, neg = raw[:mu], raw[mu:]
+    if weights == "equal":
+        pos = [1.0] * mu
     mu_eff = sum(pos) ** 2 / sum(w * w for w in pos)
     c1 = 2.0 / ((n + 1.3) ** 2 + mu_eff)
     cmu = min(1.0 - c1, 2.0 * (mu_eff - 2.0 + 1.0 / mu_eff) / ((n + 2.0) ** 2 + mu_eff))
@@ -191,7 +196,8 @@ class CMAES(EvolutionStrategy):
         """Per-replicate constants from per-replicate population sizes (a loop over the few distinct sizes)."""
         R, n = self.replicates, self.dim
         p_max = int(popsize.max())
-        table = {L: cma_defaults(n, L, active=self.params.active, separable=self.separable) for L in popsize.unique().tolist()}
+        table = {L: cma_defaults(n, L, active=self.params.active, separable=self.separable, weights=self.params.weights)
+                 for L in popsize.unique().tolist()}
         sizes = popsize.tolist()
         weights = torch.zeros(R, p_max, dtype=torch.float64)
         for L, c in table.items():

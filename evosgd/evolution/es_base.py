@@ -60,6 +60,16 @@ class ESParams(SearchParams):
     )
 
 
+class RecombinationParams(ESParams):
+    """Step-size adaptive strategies that recombine their mu best offspring: the choice of weights."""
+
+    weights: Literal["log_rank", "equal"] = Field(
+        "log_rank",
+        description="recombination weights of the mu best: log_rank w_i ~ ln((lambda+1)/2) - ln i (Hansen 2016, the default), "
+        "or equal w_i = 1/mu, the intermediate (mu/mu_I, lambda) recombination of Beyer's progress-rate theory (mu_eff = mu)",
+    )
+
+
 # --------------------------------------------------------------------------- helpers
 def rows(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A per-replicate ``[R]`` tensor viewed to broadcast against ``like`` ``[R, ...]``."""
@@ -119,6 +129,16 @@ def positive_weights(lam: int, mu: int) -> tuple[list[float], float]:
     s = sum(raw)
     w = [v / s for v in raw]
     return w, 1.0 / sum(v * v for v in w)
+
+
+def recombination_weights(lam: int, mu: int, kind: str = "log_rank") -> tuple[list[float], float]:
+    """Weights of the mu best (sum 1) and mu_eff = 1 / sum w_i^2: ``positive_weights`` for "log_rank",
+    ``1/mu`` each (mu_eff = mu) for "equal"."""
+    if kind == "equal":
+        return [1.0 / mu] * mu, float(mu)
+    if kind != "log_rank":
+        raise ValueError(f"recombination weights {kind!r}: 'log_rank' or 'equal'")
+    return positive_weights(lam, mu)
 
 
 # --------------------------------------------------------------------------- base class

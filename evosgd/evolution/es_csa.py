@@ -10,7 +10,8 @@ Generation (Hansen 2016, "The CMA Evolution Strategy: A Tutorial", arXiv:1604.00
     sigma  <- sigma exp( c_sigma/d_sigma (||p_sigma|| / E||N(0,I)|| - 1) )
 
 Defaults (tutorial, Table 1): lambda = 4 + floor(3 ln D), mu = floor(lambda/2),
-w_i proportional to ln((lambda+1)/2) - ln i, mu_eff = 1/sum w_i^2,
+w_i proportional to ln((lambda+1)/2) - ln i (``weights = "equal"``: w_i = 1/mu, the (mu/mu_I, lambda)-ES
+of Beyer's progress-rate theory), mu_eff = 1/sum w_i^2,
 c_sigma = (mu_eff + 2)/(D + mu_eff + 5), d_sigma = 1 + 2 max(0, sqrt((mu_eff-1)/(D+1)) - 1) + c_sigma.
 
 The evolution path p_sigma compares the length of the recent steps with their length under random
@@ -27,14 +28,14 @@ from pydantic import Field, model_validator
 
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import OPTIMIZERS
-from evosgd.evolution.es_base import ESParams, EvolutionStrategy, default_popsize, expected_norm, positive_weights
+from evosgd.evolution.es_base import EvolutionStrategy, RecombinationParams, default_popsize, expected_norm, recombination_weights
 
 
-class CSAParams(ESParams):
+class CSAParams(RecombinationParams):
     """(mu/mu_w, lambda)-ES with cumulative step-size adaptation."""
 
     popsize: int | None = Field(None, ge=2, description="offspring per generation lambda; None: 4 + floor(3 ln D) (Hansen 2016)")
-    mu: int | None = Field(None, ge=1, description="number of parents mu (recombined with log-rank weights); None: floor(lambda/2)")
+    mu: int | None = Field(None, ge=1, description="number of parents mu (recombined with the chosen weights); None: floor(lambda/2)")
 
     @model_validator(mode="after")
     def _mu_at_most_lambda(self) -> "CSAParams":
@@ -61,7 +62,7 @@ class CSAES(EvolutionStrategy):
         self.mu = self.params.mu or self.lam // 2
         if self.mu > self.lam:
             raise ParameterError("mu", self.mu, f"an integer <= popsize = {self.lam}", where="optimizer 'csa_es'")
-        w, self.mu_eff = positive_weights(self.lam, self.mu)
+        w, self.mu_eff = recombination_weights(self.lam, self.mu, self.params.weights)
         self.weights = torch.tensor(w, device=self.device, dtype=self.dtype)
         self.c_sigma = (self.mu_eff + 2.0) / (n + self.mu_eff + 5.0)
         self.d_sigma = 1.0 + 2.0 * max(0.0, math.sqrt((self.mu_eff - 1.0) / (n + 1.0)) - 1.0) + self.c_sigma

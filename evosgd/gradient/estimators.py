@@ -13,8 +13,8 @@ one draw per step for all replicates, so no per-replicate loop).
   autograd, or the landscape's closed form where it has one); with ``stats=True``
   also the per-example gradient variance ``tr(Sigma_hat)`` (via ``vmap``; costs more, so only
   when a transform or metric asks).
-* :func:`accumulated_gradient` — the mean of k micro-batch gradients: equal to the gradient of
-  the concatenated batch of k*b when the loss of an example does not depend on the others in its
+* :func:`accumulated_gradient` — the size-weighted mean of k micro-batch gradients: equal to the
+  gradient of the concatenated batch of sum b_j examples (also for unequal sizes) when the loss of an example does not depend on the others in its
   batch (``landscape.per_example_separable``); with batch normalization in training mode it is not.
 
 Per-replicate batch sizes (adaptive batch size): a batch of ``b_max`` examples is drawn and
@@ -131,26 +131,40 @@ def batch_gradient(landscape: Landscape, theta: Tensor, batch: Batch, t: Time = 
 
 def accumulated_gradient(landscape: Landscape, theta: Tensor, batches: list[Batch], t: Time = None, *,
                          stats: bool = False) -> GradientInfo:
-    """Mean of the gradients of k micro-batches of equal size b (gradient accumulation).
+    """Gradient of k micro-batches of sizes ``b_1..b_k`` accumulated into one update of
+    ``n = sum_j b_j`` examples: the size-weighted mean of the micro-batch mean gradients,
 
-    The per-example variance of the k*b examples is combined from the micro-batches with the
+        g = sum_j (b_j / n) g_j = (1/n) sum_i grad l_i,
+
+    which is exactly the gradient of the concatenated batch of n examples (for a separable loss)
+    whatever the sizes; equal sizes give the plain mean of the g_j (computed as such, so results
+    with equal micro-batches are unchanged bit for bit).  The loss is weighted the same way and the
+    reported ``batch_size`` is n.  Micro-batches of unequal size are therefore accepted, never
+    averaged as if they were equal.
+
+    The per-example variance of the n examples is combined from the micro-batches with the
     parallel algorithm of Chan, Golub & LeVeque 1979: ``M2 = M2_a + M2_b + ||m_a - m_b||^2
     n_a n_b / (n_a + n_b)``.
     """
     if len(batches) == 1:
         return batch_gradient(landscape, theta, batches[0], t, stats=stats)
     infos = [batch_gradient(landscape, theta, bt, t, stats=stats) for bt in batches]
-    k, b = len(infos), int(infos[0].batch_size)
-    g = torch.stack([i.grads for i in infos]).mean(dim=0)
-    loss = torch.stack([i.loss for i in infos]).mean(dim=0)
+    sizes = [int(i.batch_size) for i in infos]
+    n_total = sum(sizes)
+    if len(set(sizes)) == 1:
+        g = torch.stack([i.grads for i in infos]).mean(dim=0)
+        loss = torch.stack([i.loss for i in infos]).mean(dim=0)
+    else:
+        g = sum(i.grads * (b / n_total) for i, b in zip(infos, sizes))
+        loss = sum(i.loss * (b / n_total) for i, b in zip(infos, sizes))
     var = None
     if stats:
-        mean, m2, n = infos[0].grads, infos[0].grad_variance * (b - 1), b
-        for info in infos[1:]:
+        mean, m2, n = infos[0].grads, infos[0].grad_variance * (sizes[0] - 1), sizes[0]
+        for info, b in zip(infos[1:], sizes[1:]):
             delta = info.grads - mean
             tot = n + b
             m2 = m2 + info.grad_variance * (b - 1) + delta.pow(2).sum(dim=-1) * n * b / tot
             mean = mean + delta * b / tot
             n = tot
         var = m2 / (n - 1)
-    return GradientInfo(g, loss, k * b, var)
+    return GradientInfo(g, loss, n_total, var)
