@@ -13,22 +13,19 @@ import copy
 import hashlib
 import itertools
 import json
-import sys
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from pydantic import BaseModel, ValidationError
 
 from evosgd.core.errors import ConfigError
 from evosgd.core.registry import ANALYSES, LANDSCAPES, OPTIMIZERS, Registry, load_all, suggest
 from evosgd.scenario.problems import MISSING, Problems
+from evosgd.scenario.reading import read_document
 from evosgd.scenario.schema import BudgetSpec, RecordSpec, ScenarioSpec, SweepSpec, check_label
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from evosgd.scenario.strict import model_strict_problems
 
 #: bump when the meaning of a stored run changes, so old results are not mistaken for new ones
 RUN_FORMAT = 1
@@ -165,33 +162,14 @@ class Scenario:
 
 
 # ----------------------------------------------------------------------------- reading
-def read_document(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str | None, str]:
-    """(document, TOML text or None, display name of the source)."""
-    if isinstance(source, Mapping):
-        return copy.deepcopy(dict(source)), None, "<scenario dict>"
-    path = Path(source)
-    name = str(source)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: scenario file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{name}: is a directory, not a scenario file") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{name}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ConfigError(f"{name}: cannot read ({e.strerror})") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{name}: invalid TOML: {e}") from None
-    return doc, text, name
+#: the most runs a scenario may expand to unless the caller raises it (``evosgd run --max-runs N``)
+DEFAULT_MAX_RUNS = 10_000
 
 
 def load_scenario(
     path_or_dict: str | Path | Mapping[str, Any], *, quick: bool = False, replicates: int | None = None,
     device: str | None = None, overrides: Mapping[str, Any] | None = None, source: str | None = None,
-    preflight: bool = True,
+    preflight: bool = True, max_runs: int | None = DEFAULT_MAX_RUNS,
 ) -> Scenario:
     """Load and validate a scenario from a TOML file path or a dict of the same shape.
 
@@ -199,24 +177,50 @@ def load_scenario(
     (dotted keys, e.g. ``{"optimizer.sgd.lr": 0.1}``) are applied after them.  Every problem is
     reported at once in a :class:`ConfigError`.  ``preflight`` also builds each run's landscape and
     optimizer once (one replicate, CPU) to report the checks their constructors make
-    (:mod:`evosgd.scenario.preflight`).
+    (:mod:`evosgd.scenario.preflight`).  ``max_runs``: a sweep is counted before it is expanded
+    and refused above this many runs (None: no limit).
+
+    The ``[quick]`` overrides are validated in both modes: a file whose quick variant is broken is
+    reported when it is loaded without ``quick`` too (each such problem marked ``with [quick]``).
     """
     doc, text, name = read_document(path_or_dict)
     if source is None and not isinstance(path_or_dict, Mapping):
         source = str(path_or_dict)
     display = source or name
     load_all()
-    problems = Problems(display, text)
-    original = copy.deepcopy(doc)
-    resolver = _Resolver(doc, problems, quick, replicates, device, dict(overrides or {}), source, original)
-    resolver.preflight = preflight
-    return resolver.resolve()
+
+    def resolve(with_quick: bool, run_preflight: bool) -> Scenario:
+        problems = Problems(display, text)
+        resolver = _Resolver(copy.deepcopy(doc), problems, with_quick, replicates, device, dict(overrides or {}),
+                             source, copy.deepcopy(doc), max_runs)
+        resolver.preflight = run_preflight
+        return resolver.resolve()
+
+    if quick or not isinstance(doc.get("quick"), dict) or not doc["quick"]:
+        return resolve(quick, preflight)
+    found: list[str] = []
+    scenario = None
+    try:
+        scenario = resolve(False, preflight)
+    except ConfigError as e:
+        found = list(e.problems)
+    try:
+        resolve(True, preflight)
+    except ConfigError as e:
+        found += [f"with [quick]: {p}" for p in e.problems if p not in found]
+    if found:
+        n = len(found)
+        raise ConfigError(f"{n} problem{'s' if n > 1 else ''} in {display}:\n  " + "\n  ".join(found), found)
+    assert scenario is not None
+    return scenario
 
 
 class _Resolver:
     def __init__(self, doc: dict[str, Any], problems: Problems, quick: bool, replicates: int | None,
-                 device: str | None, overrides: dict[str, Any], source: str | None, original: dict[str, Any]) -> None:
+                 device: str | None, overrides: dict[str, Any], source: str | None, original: dict[str, Any],
+                 max_runs: int | None = DEFAULT_MAX_RUNS) -> None:
         self.doc, self.p, self.quick = doc, problems, quick
+        self.max_runs = max_runs
         self.cli = dict(overrides)
         if replicates is not None:
             self.cli["scenario.replicates"] = replicates
@@ -234,7 +238,7 @@ class _Resolver:
         for key in REQUIRED_SECTIONS:
             if key not in doc:
                 header = "[[optimizer]]" if key == "optimizer" else f"[{key}]"
-                p.add((key,), f"required section {header} is missing")
+                p.add((key,), f"required section {header} is missing", allowed=self._section_keys(key))
         self._label_entries("optimizer")
         self._label_entries("analysis")
         if self.quick:
@@ -255,6 +259,12 @@ class _Resolver:
         analyses = self._validate_entries("analysis", ANALYSES, required=False)
         mode, sweep = self._validate_sweep(optimizers)
         p.raise_if_any()
+        n_runs = self.count_runs(optimizers, mode, sweep)
+        if self.max_runs is not None and n_runs > self.max_runs:
+            sizes = " x ".join(f"{len(v)}" for v in sweep.values())
+            p.add(("sweep",), f"the sweep ({mode}, {sizes} values) with {len(optimizers)} optimizer(s) expands to "
+                  f"{n_runs:,} runs; at most {self.max_runs:,} are allowed (raise the limit with --max-runs N)")
+            p.raise_if_any()
         assert settings is not None and landscape is not None  # else a problem was reported
         runs = self._expand(settings, landscape, optimizers, mode, sweep)
         p.raise_if_any()
@@ -269,6 +279,18 @@ class _Resolver:
             optimizers=optimizers, analyses=analyses, sweep_mode=mode, sweep=sweep, runs=runs, source=self.source,
             quick=self.quick, document=self.original, overrides=self.overrides_record,
         )
+
+    @staticmethod
+    def _section_keys(section: str) -> str:
+        """What a missing section holds, for its message."""
+        if section == "scenario":
+            required = [n for n, f in ScenarioSpec.model_fields.items() if f.is_required()]
+            return (f"a table with keys {', '.join(ScenarioSpec.model_fields)} (required: {', '.join(required)}; "
+                    f"[scenario.budget] takes {', '.join(BudgetSpec.model_fields)})")
+        if section == "landscape":
+            return f"a table with kind = one of {', '.join(LANDSCAPES.names())} and that landscape's parameters"
+        return (f"one or more tables with label, kind = one of {', '.join(OPTIMIZERS.names())} and that "
+                "optimizer's parameters")
 
     def _label_entries(self, section: str) -> None:
         entries = self.doc.get(section)
@@ -331,11 +353,25 @@ class _Resolver:
         if not isinstance(raw, dict):
             self.p.add(path, f"{prefix}must be a table", given=raw)
             return None
+        if not self._strict(model, raw, path, prefix, line_base):
+            return None
         try:
             return model.model_validate(raw)
         except ValidationError as err:
             self.p.add_validation_error(path, err, model, line_base=line_base, prefix=prefix)
             return None
+
+    def _strict(self, model: type[BaseModel], raw: dict[str, Any], path: tuple, prefix: str,
+                line_base: tuple | None) -> bool:
+        """Report bools given for numbers and non-finite numbers (:mod:`evosgd.scenario.strict`)."""
+        from evosgd.scenario.problems import describe_field
+
+        ok = True
+        for loc, message in model_strict_problems(model, raw):
+            ok = False
+            lpath = (tuple(line_base) + loc) if line_base is not None else None
+            self.p.add(path + loc, prefix + message, allowed=describe_field(model, loc), line_path=lpath)
+        return ok
 
     def _validate_settings(self, raw: Any, path: tuple, prefix: str = "", line_base: tuple | None = None) -> ScenarioSpec | None:
         return self._validate_model(ScenarioSpec, raw, path, prefix, line_base)  # type: ignore[return-value]
@@ -359,6 +395,8 @@ class _Resolver:
             return None
         params = {k: v for k, v in raw.items() if k not in fixed}
         entry = registry.get(kind)
+        if not self._strict(entry.params, params, path, prefix, line_base):
+            return None
         try:
             model = entry.params.model_validate(params)
         except ValidationError as err:
@@ -484,27 +522,42 @@ class _Resolver:
         return None
 
     # -------------------------------------------------------------- expansion
-    def _points(self, mode: str, sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
-        if not sweep:
-            return [{}]
-        keys = list(sweep)
+    @staticmethod
+    def _relevant(sweep: dict[str, list[Any]], label: str) -> list[str]:
+        """The swept keys that change the runs of optimizer ``label``."""
+        own = f"optimizer.{label}."
+        return [k for k in sweep if k.startswith(own) or k.startswith(("landscape.", "scenario."))]
+
+    def _points(self, mode: str, sweep: dict[str, list[Any]], keys: list[str]) -> Iterator[dict[str, Any]]:
+        """The sweep points projected on ``keys``, lazily (a grid is never materialised)."""
+        if not keys:
+            yield {}
+            return
         if mode == "zip":
-            return [dict(zip(keys, vals)) for vals in zip(*(sweep[k] for k in keys))]
-        return [dict(zip(keys, vals)) for vals in itertools.product(*(sweep[k] for k in keys))]
+            rows: Iterable[tuple] = zip(*(sweep[k] for k in keys))
+        else:
+            rows = itertools.product(*(sweep[k] for k in keys))
+        for vals in rows:
+            yield dict(zip(keys, vals))
+
+    def count_runs(self, optimizers: list[ComponentSpec], mode: str, sweep: dict[str, list[Any]]) -> int:
+        """How many runs the sweep expands to (at most: equal points are counted once later),
+        computed from the list lengths alone."""
+        total = 0
+        for opt in optimizers:
+            lengths = [len(sweep[k]) for k in self._relevant(sweep, opt.label)]
+            total += (min(lengths) if mode == "zip" else math.prod(lengths)) if lengths else 1
+        return total
 
     def _expand(self, settings: ScenarioSpec, landscape: LandscapeSpec, optimizers: list[ComponentSpec], mode: str,
                 sweep: dict[str, list[Any]]) -> list[RunSpec]:
-        points = self._points(mode, sweep)
         runs: list[RunSpec] = []
         ids: set[str] = set()
         opt_raw = {e.get("label"): (i, e) for i, e in enumerate(self.doc.get("optimizer", [])) if isinstance(e, dict)}
         for opt in optimizers:
-            own = f"optimizer.{opt.label}."
-            relevant = [k for k in sweep if k.startswith(own) or k.startswith(("landscape.", "scenario."))]
             seen: set[str] = set()
             index, raw_entry = opt_raw[opt.label]
-            for point in points:
-                sub = {k: point[k] for k in relevant}
+            for sub in self._points(mode, sweep, self._relevant(sweep, opt.label)):
                 sig = canonical_json(sub)
                 if sig in seen:
                     continue

@@ -246,6 +246,8 @@ def describe_annotation(ann: Any, metadata: Iterable[Any] = ()) -> str:
     elif origin in (list, tuple):
         args = typing.get_args(ann)
         text = f"a list of {describe_annotation(args[0])}" if args else "a list"
+    elif isinstance(ann, type) and issubclass(ann, BaseModel):  # a sub-table: its keys, not the class name
+        text = "a table with keys " + ", ".join(ann.model_fields)
     elif isinstance(ann, type):
         text = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}.get(
             ann.__name__, ann.__name__)
