@@ -16,7 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import torch
@@ -90,7 +90,11 @@ def execute_run(task: Task) -> TaskResult:
         raise
     except EvosgdError as e:
         return TaskResult(run.run_id, "failed", str(e), time.perf_counter() - t0)
+    except (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)) as e:
+        return TaskResult(run.run_id, "failed", out_of_memory_message(run, e), time.perf_counter() - t0)
     except Exception as e:  # a bug in a component must not stop the sweep; keep where it happened
+        if is_allocation_failure(e):
+            return TaskResult(run.run_id, "failed", out_of_memory_message(run, e), time.perf_counter() - t0)
         tb = traceback.extract_tb(e.__traceback__)
         where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
         return TaskResult(run.run_id, "failed", f"{type(e).__name__}: {e}{where}", time.perf_counter() - t0)
@@ -98,6 +102,27 @@ def execute_run(task: Task) -> TaskResult:
         torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
+
+
+def is_allocation_failure(e: BaseException) -> bool:
+    """torch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: not enough memory")."""
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("not enough memory" in text or "DefaultCPUAllocator" in text
+                                            or "out of memory" in text.lower())
+
+
+def out_of_memory_message(run: RunSpec, e: BaseException) -> str:
+    """A failed run's message when its tensors did not fit: what it needed, what to change."""
+    from evosgd.run.memory import _fmt, estimate_run_bytes
+
+    try:
+        need = f"about {_fmt(estimate_run_bytes(run))} estimated before it started"
+    except Exception:  # the estimate is a courtesy here
+        need = "its estimate is unknown"
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return (f"out of memory: run {run.label} could not allocate its tensors ({need}; the allocator said: {first}). "
+            f"Reduce replicates (--replicates N, now {run.replicates}), the population, batch, dataset or widths, "
+            "or use fewer workers")
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -161,12 +186,14 @@ def run_scenario(
     executor: Executor | None = None,
     command: str | None = None,
     threads: int = 1,
+    wait: bool = True,
+    notify: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Run a scenario (a path, a dict, or a loaded :class:`Scenario`) into ``out/<name>/`` and
     return every run's rows as one DataFrame (contract 4).  See :func:`execute_scenario`."""
     store = execute_scenario(scenario, out, quick=quick, workers=workers, force=force, device=device,
                              replicates=replicates, progress=progress, executor=executor, command=command,
-                             threads=threads)
+                             threads=threads, wait=wait, notify=notify)
     return load_store(store.root).runs
 
 
@@ -183,11 +210,16 @@ def execute_scenario(
     executor: Executor | None = None,
     command: str | None = None,
     threads: int = 1,
+    wait: bool = True,
+    notify: Callable[[str], None] | None = None,
 ) -> ResultsStore:
     """Execute a scenario and return its store.  ``quick``, ``device`` and ``replicates`` override
     the file; ``force`` redoes finished runs; ``workers`` None: one per CPU core, or 1 (serial) in
     quick mode;
-    ``threads``: torch intra-op threads per run (1 suits many small runs in parallel)."""
+    ``threads``: torch intra-op threads per run (1 suits many small runs in parallel).
+
+    The store's writer lock is held throughout (:class:`evosgd.run.store.StoreLock`): when another
+    process holds it, ``wait`` waits (``notify`` is told why) or refuses with StoreBusyError."""
     if isinstance(scenario, Scenario):
         if quick is not None or replicates is not None or device is not None:
             scenario = scenario.with_options(quick=quick, replicates=replicates, device=device)
@@ -196,6 +228,17 @@ def execute_scenario(
     dev = resolve_device(scenario.settings.device)
     resolve_dtype(scenario.settings.dtype)
     store = ResultsStore(Path(out) / scenario.name)
+    store.acquire(wait=wait, notify=notify)
+    try:
+        _execute_locked(scenario, store, dev, workers=workers, force=force, progress=progress, executor=executor,
+                        command=command, threads=threads)
+    finally:
+        store.release()
+    return store
+
+
+def _execute_locked(scenario: Scenario, store: ResultsStore, dev: torch.device, *, workers: int | None, force: bool,
+                    progress: bool, executor: Executor | None, command: str | None, threads: int) -> None:
     store.prepare()
     old = store.read_manifest() or {}
     manifest = _manifest(scenario, dev, command)
@@ -234,7 +277,10 @@ def execute_scenario(
         with ex:
             for task, res in ex.map(execute_run, tasks):
                 if isinstance(res, BaseException):  # the executor lost the worker
-                    res = TaskResult(task.run.run_id, "failed", f"worker process failed: {type(res).__name__}: {res}", 0.0)
+                    why = (" (it was killed: when the system ran out of memory, its out-of-memory killer ends the largest "
+                           "process; reduce replicates or workers)" if "terminated abruptly" in str(res) else "")
+                    res = TaskResult(task.run.run_id, "failed",
+                                     f"worker process failed: {type(res).__name__}: {res}{why}", 0.0)
                 run = runs_by_id[res.run_id]
                 manifest["runs"][res.run_id] = _run_entry(run, res.status, res.error, res.wall_time, res.file,
                                                           res.diverged_replicates)
@@ -253,7 +299,6 @@ def execute_scenario(
     _run_analyses(scenario, store, manifest, dev, force, old.get("analyses", {}))
     manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     store.write_manifest(manifest)
-    return store
 
 
 class _ProgressWatcher:
