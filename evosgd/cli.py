@@ -253,14 +253,14 @@ def scenario_dirs() -> list[Path]:
 
 
 def _list_scenarios() -> int:
-    import tomllib
+    from evosgd.scenario.reading import parse_toml, read_text_bounded
 
     files = [f for d in scenario_dirs() for f in sorted(d.glob("*.toml"))]
     if not files:
         print("(no scenario files found in ./scenarios)")
     for f in files:
-        try:
-            doc = tomllib.loads(f.read_text(encoding="utf-8"))
+        try:  # bounded like any scenario file: a FIFO or /dev/zero link among them must not hang the listing
+            doc = parse_toml(read_text_bounded(f, str(f)), str(f))
             desc = str((doc.get("scenario") or {}).get("description", "")).strip().replace("\n", " ")
         except Exception as e:  # listing must not stop at one broken file
             desc = f"(unreadable: {e})"

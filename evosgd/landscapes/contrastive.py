@@ -83,7 +83,7 @@ class Contrastive(DataLandscape):
         d, k = int(params.get("features", 8)), int(params.get("embed_dim", 4))
         n, R = int(params.get("n_examples", 512)), replicates
         E, B0 = int(params.get("eval_batches", 16)), int(params.get("reference_batch_size", 32))
-        per_batch = lambda b: 2 * b * (d + k) + b * b  # noqa: E731
+        per_batch = lambda b: 2 * b * (d + k) + b * b
         count = 3 * R * n * d + 3 * R * points * per_batch(batch) + 3 * R * E * per_batch(B0)
         return d * k, itemsize * count
 

@@ -18,8 +18,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 LISTING = ".evosgd-report.json"
 _LEGACY = {"figures": (".png", ".svg"), "tables": (".csv",)}

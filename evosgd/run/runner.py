@@ -246,7 +246,8 @@ def _execute_locked(scenario: Scenario, store: ResultsStore, dev: torch.device, 
     pending: list[RunSpec] = []
     for run in scenario.runs:
         if not force and store.has_run(run.run_id):
-            prev = old_runs.get(run.run_id) or {}
+            prev = old_runs.get(run.run_id)
+            prev = prev if isinstance(prev, dict) else {}  # the old manifest is read, not trusted
             if prev.get("status") not in ("done", "diverged"):
                 # killed between writing the run file and the manifest: the file tells the status
                 prev = _entry_from_file(store, run)
@@ -296,7 +297,8 @@ def _execute_locked(scenario: Scenario, store: ResultsStore, dev: torch.device, 
             watcher.stop()
         if bar is not None:
             bar.close()
-    _run_analyses(scenario, store, manifest, dev, force, old.get("analyses", {}))
+    old_analyses = old.get("analyses")
+    _run_analyses(scenario, store, manifest, dev, force, old_analyses if isinstance(old_analyses, dict) else {})
     manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     store.write_manifest(manifest)
 
@@ -400,7 +402,7 @@ def _run_analyses(scenario: Scenario, store: ResultsStore, manifest: dict[str, A
         entry = {"label": a.label, "kind": a.kind, "params": a.params, "status": "done", "error": None,
                  "file": store.analysis_files(aid)}
         if not force and store.has_analysis(aid):
-            manifest["analyses"][aid] = {**entry, **{k: v for k, v in old.get(aid, {}).items() if k == "wall_time"}}
+            manifest["analyses"][aid] = {**entry, **{k: v for k, v in (old.get(aid) if isinstance(old.get(aid), dict) else {}).items() if k == "wall_time"}}
             continue
 
         def make_landscape(kind: str | None = None, params: dict | None = None, drift: dict | None = None,

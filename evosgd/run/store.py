@@ -23,9 +23,10 @@ import math
 import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -102,7 +103,7 @@ class ResultsStore:
                 if m and (locked or not _alive(int(m.group("pid")))):
                     p.unlink(missing_ok=True)
 
-    def acquire(self, wait: bool = True, notify: Callable[[str], None] | None = None) -> "StoreLock":
+    def acquire(self, wait: bool = True, notify: Callable[[str], None] | None = None) -> StoreLock:
         """Take the store's writer lock (see the module docstring); ``notify`` hears why we wait."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.lock = StoreLock(self.root / LOCK_NAME)
@@ -325,7 +326,7 @@ def load_store(path: str | Path) -> StoreData:
         raise ConfigError(f"{root / 'manifest.json'}: unreadable manifest")
     check_manifest(manifest, root / "manifest.json")
     frames = []
-    for run_id, entry in manifest.get("runs", {}).items():
+    for entry in manifest.get("runs", {}).values():
         f = entry.get("file")
         if entry.get("status") in ("done", "diverged") and f and (root / f).is_file():
             frames.append(_read_parquet(root / f))
