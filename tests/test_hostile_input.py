@@ -97,6 +97,13 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
     big = tmp / "big.toml"
     big.write_text(SMALL + "# " + "x" * 1_000_100 + "\n")
     cases.append(("over_1MB", ["validate", str(big)], "a scenario file may hold at most 1,000,000 bytes"))
+    many = tmp / "many_keys.toml"  # just under 1 MB of unknown parameters: ~67k problems, 50 shown
+    lines, size, i = [], len(SMALL), 0
+    while size < 990_000:
+        lines.append(f"k{i} = {i}\n")
+        size, i = size + len(lines[-1]), i + 1
+    many.write_text(SMALL + "".join(lines))
+    cases.append(("many_unknown_keys", ["validate", str(many)], "unknown key 'k0'"))
     widths = tmp / "widths.toml"
     widths.write_text(SMALL.replace('kind = "sphere"\ndim = 2', 'kind = "teacher_student"\nwidths = [100000, 100000]'))
     cases.append(("teacher_student_widths_1e5", ["run", str(widths), "--out", str(tmp / "r"), "--no-progress"],
@@ -138,6 +145,7 @@ def test_every_hostile_case_exits_2_with_one_message_within_15s_and_1GB(tmp_path
         assert expected[name] in err, (name, err)
         # one message: one "evosgd: error:" (run, show, report) or one problem list (validate)
         assert err.count("evosgd: error:") <= 1 and err.count(" problem in ") + err.count(" problems in ") <= 1, err
+        assert len(err.splitlines()) <= 52, (name, len(err.splitlines()))  # 50 problems shown at most, then a count
     assert report["maxrss_kb"] < 1024 * 1024, report["maxrss_kb"]  # ru_maxrss is in kB on Linux
     assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
 

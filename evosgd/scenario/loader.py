@@ -234,7 +234,8 @@ class _Resolver:
         doc, p = self.doc, self.p
         for key in doc:
             if key not in SECTIONS:
-                p.add((key,), f"unknown section {key!r}{suggest(key, SECTIONS)}", allowed=", ".join(SECTIONS))
+                p.add((key,), f"unknown section {key!r}{suggest(key, SECTIONS) if not p.full else ''}",
+                      allowed=", ".join(SECTIONS))
         for key in REQUIRED_SECTIONS:
             if key not in doc:
                 header = "[[optimizer]]" if key == "optimizer" else f"[{key}]"
