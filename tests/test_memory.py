@@ -63,3 +63,13 @@ def test_an_allocation_failure_inside_a_run_is_a_recorded_explained_failure(tmp_
     assert entry["status"] == "failed"
     assert entry["error"].startswith("out of memory: run sgd could not allocate its tensors")
     assert "Reduce replicates" in entry["error"] and "can't allocate memory" in entry["error"]
+
+
+def test_full_cma_es_counts_its_covariance_matrices_the_diagonal_variant_does_not():
+    def run(kind):
+        d = _scenario({"kind": "sphere", "dim": 300}, replicates=4)
+        d["optimizer"] = [{"label": "c", "kind": kind}]
+        return load_scenario(d, preflight=False).runs[0]
+
+    # same population and dimension: the difference is exactly the 6 R D^2 float32 numbers of C and B
+    assert estimate_run_bytes(run("cmaes")) - estimate_run_bytes(run("sep_cmaes")) == 6 * 4 * 300 * 300 * 4
