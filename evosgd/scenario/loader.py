@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import itertools
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,14 +22,14 @@ from evosgd.core.errors import ConfigError
 from evosgd.core.registry import ANALYSES, LANDSCAPES, OPTIMIZERS, Registry, load_all, suggest
 from evosgd.scenario.problems import MISSING, Problems
 from evosgd.scenario.reading import read_document
-from evosgd.scenario.schema import BudgetSpec, RecordSpec, ScenarioSpec, SweepSpec, check_label
-from evosgd.scenario.strict import model_strict_problems
+from evosgd.scenario.schema import ScenarioSpec, check_label
+from evosgd.scenario.strict import report_strict, section_keys
+from evosgd.scenario.sweep import SWEEPABLE, SweepMixin  # noqa: F401  (SWEEPABLE: part of this module's API)
 
 #: bump when the meaning of a stored run changes, so old results are not mistaken for new ones
 RUN_FORMAT = 1
 SECTIONS = ("scenario", "landscape", "optimizer", "sweep", "analysis", "quick")
 REQUIRED_SECTIONS = ("scenario", "landscape", "optimizer")
-SWEEPABLE = ("optimizer", "landscape", "scenario")
 
 
 def drift_registry() -> Registry | None:
@@ -215,7 +213,7 @@ def load_scenario(
     return scenario
 
 
-class _Resolver:
+class _Resolver(SweepMixin):
     def __init__(self, doc: dict[str, Any], problems: Problems, quick: bool, replicates: int | None,
                  device: str | None, overrides: dict[str, Any], source: str | None, original: dict[str, Any],
                  max_runs: int | None = DEFAULT_MAX_RUNS) -> None:
@@ -239,7 +237,7 @@ class _Resolver:
         for key in REQUIRED_SECTIONS:
             if key not in doc:
                 header = "[[optimizer]]" if key == "optimizer" else f"[{key}]"
-                p.add((key,), f"required section {header} is missing", allowed=self._section_keys(key))
+                p.add((key,), f"required section {header} is missing", allowed=section_keys(key))
         self._label_entries("optimizer")
         self._label_entries("analysis")
         if self.quick:
@@ -280,18 +278,6 @@ class _Resolver:
             optimizers=optimizers, analyses=analyses, sweep_mode=mode, sweep=sweep, runs=runs, source=self.source,
             quick=self.quick, document=self.original, overrides=self.overrides_record,
         )
-
-    @staticmethod
-    def _section_keys(section: str) -> str:
-        """What a missing section holds, for its message."""
-        if section == "scenario":
-            required = [n for n, f in ScenarioSpec.model_fields.items() if f.is_required()]
-            return (f"a table with keys {', '.join(ScenarioSpec.model_fields)} (required: {', '.join(required)}; "
-                    f"[scenario.budget] takes {', '.join(BudgetSpec.model_fields)})")
-        if section == "landscape":
-            return f"a table with kind = one of {', '.join(LANDSCAPES.names())} and that landscape's parameters"
-        return (f"one or more tables with label, kind = one of {', '.join(OPTIMIZERS.names())} and that "
-                "optimizer's parameters")
 
     def _label_entries(self, section: str) -> None:
         entries = self.doc.get(section)
@@ -364,15 +350,7 @@ class _Resolver:
 
     def _strict(self, model: type[BaseModel], raw: dict[str, Any], path: tuple, prefix: str,
                 line_base: tuple | None) -> bool:
-        """Report bools given for numbers and non-finite numbers (:mod:`evosgd.scenario.strict`)."""
-        from evosgd.scenario.problems import describe_field
-
-        ok = True
-        for loc, message in model_strict_problems(model, raw):
-            ok = False
-            lpath = (tuple(line_base) + loc) if line_base is not None else None
-            self.p.add(path + loc, prefix + message, allowed=describe_field(model, loc), line_path=lpath)
-        return ok
+        return report_strict(self.p, model, raw, path, prefix, line_base)
 
     def _validate_settings(self, raw: Any, path: tuple, prefix: str = "", line_base: tuple | None = None) -> ScenarioSpec | None:
         return self._validate_model(ScenarioSpec, raw, path, prefix, line_base)  # type: ignore[return-value]
@@ -452,104 +430,7 @@ class _Resolver:
                 out.append(ComponentSpec(label=label, kind=res[0], params=res[1]))
         return out
 
-    def _validate_sweep(self, optimizers: list[ComponentSpec]) -> tuple[str, dict[str, list[Any]]]:
-        raw = self.doc.get("sweep")
-        if raw is None:
-            return "grid", {}
-        if not isinstance(raw, dict):
-            self.p.add(("sweep",), "must be a table", given=raw)
-            return "grid", {}
-        spec = self._validate_model(SweepSpec, {"mode": raw["mode"]} if "mode" in raw else {}, ("sweep",))
-        mode = spec.mode if spec is not None else "grid"  # type: ignore[union-attr]
-        keys: dict[str, list[Any]] = {}
-        for key, values in raw.items():
-            if key == "mode":
-                continue
-            path = ("sweep", key)
-            if isinstance(values, dict):  # written as nested tables: [sweep.optimizer.sgd] lr = [...]
-                self.p.add(path, "write swept keys as quoted dotted keys, e.g. \"optimizer.sgd.lr\" = [0.1, 0.01]")
-                continue
-            if not isinstance(values, list) or not values:
-                self.p.add(path, "must be a non-empty list of values", given=values)
-                continue
-            reason = self._check_sweep_key(key)
-            if reason:
-                self.p.add(path, reason)
-                continue
-            keys[key] = values
-        if mode == "zip" and keys:
-            lengths = {k: len(v) for k, v in keys.items()}
-            if len(set(lengths.values())) > 1:
-                self.p.add(("sweep", "mode"), "zip mode needs lists of equal length", given=lengths)
-        return mode, keys
-
-    def _check_sweep_key(self, key: str) -> str | None:
-        path, reason = self._dotted_path(key, SWEEPABLE)
-        if path is None:
-            return reason
-        section = path[0]
-        if section == "optimizer":
-            entry = self.doc["optimizer"][path[1]]
-            kind = entry.get("kind")
-            if isinstance(kind, str) and kind in OPTIMIZERS:
-                fields = list(OPTIMIZERS.get(kind).params.model_fields)
-                if path[2] == "kind" or path[2] == "label":
-                    return f"cannot sweep the {path[2]} of an optimizer; add another [[optimizer]] instead"
-                if path[2] not in fields:
-                    return (f"optimizer {entry.get('label')!r} ({kind}) has no parameter {path[2]!r}"
-                            f"{suggest(path[2], fields)}; parameters: {', '.join(fields)}")
-            return None
-        if section == "landscape":
-            land = self.doc.get("landscape") or {}
-            kind = land.get("kind") if isinstance(land, dict) else None
-            if path[1] == "drift":
-                return None
-            if isinstance(kind, str) and kind in LANDSCAPES:
-                fields = list(LANDSCAPES.get(kind).params.model_fields)
-                if path[1] not in fields and path[1] != "kind":
-                    return (f"landscape {kind!r} has no parameter {path[1]!r}{suggest(path[1], fields)}; "
-                            f"parameters: {', '.join(fields)}")
-            return None
-        fields = list(ScenarioSpec.model_fields)
-        if path[1] == "name":
-            return "cannot sweep the scenario name"
-        if path[1] not in fields:
-            return f"[scenario] has no key {path[1]!r}{suggest(path[1], fields)}; keys: {', '.join(fields)}"
-        if path[1] in ("budget", "record"):
-            sub = (BudgetSpec if path[1] == "budget" else RecordSpec).model_fields
-            if len(path) < 3 or path[2] not in sub:
-                got = path[2] if len(path) > 2 else ""
-                return f"[scenario.{path[1]}] has no key {got!r}{suggest(got, list(sub))}; keys: {', '.join(sub)}"
-        return None
-
     # -------------------------------------------------------------- expansion
-    @staticmethod
-    def _relevant(sweep: dict[str, list[Any]], label: str) -> list[str]:
-        """The swept keys that change the runs of optimizer ``label``."""
-        own = f"optimizer.{label}."
-        return [k for k in sweep if k.startswith(own) or k.startswith(("landscape.", "scenario."))]
-
-    def _points(self, mode: str, sweep: dict[str, list[Any]], keys: list[str]) -> Iterator[dict[str, Any]]:
-        """The sweep points projected on ``keys``, lazily (a grid is never materialised)."""
-        if not keys:
-            yield {}
-            return
-        if mode == "zip":
-            rows: Iterable[tuple] = zip(*(sweep[k] for k in keys))
-        else:
-            rows = itertools.product(*(sweep[k] for k in keys))
-        for vals in rows:
-            yield dict(zip(keys, vals))
-
-    def count_runs(self, optimizers: list[ComponentSpec], mode: str, sweep: dict[str, list[Any]]) -> int:
-        """How many runs the sweep expands to (at most: equal points are counted once later),
-        computed from the list lengths alone."""
-        total = 0
-        for opt in optimizers:
-            lengths = [len(sweep[k]) for k in self._relevant(sweep, opt.label)]
-            total += (min(lengths) if mode == "zip" else math.prod(lengths)) if lengths else 1
-        return total
-
     def _expand(self, settings: ScenarioSpec, landscape: LandscapeSpec, optimizers: list[ComponentSpec], mode: str,
                 sweep: dict[str, list[Any]]) -> list[RunSpec]:
         runs: list[RunSpec] = []

@@ -77,3 +77,30 @@ def model_strict_problems(model: type[BaseModel], raw: dict[str, Any], loc: tupl
         key = f.alias or name
         if key in raw:
             yield from strict_problems(f.annotation, raw[key], loc + (key,))
+
+
+def report_strict(problems: Any, model: type[BaseModel], raw: dict[str, Any], path: tuple, prefix: str = "",
+                  line_base: tuple | None = None) -> bool:
+    """Add each strictness problem of ``raw`` to ``problems`` (a :class:`Problems`); True if none."""
+    from evosgd.scenario.problems import describe_field
+
+    ok = True
+    for loc, message in model_strict_problems(model, raw):
+        ok = False
+        lpath = (tuple(line_base) + loc) if line_base is not None else None
+        problems.add(path + loc, prefix + message, allowed=describe_field(model, loc), line_path=lpath)
+    return ok
+
+
+def section_keys(section: str) -> str:
+    """What a missing required section holds (for its message; no internal class names)."""
+    from evosgd.core.registry import LANDSCAPES, OPTIMIZERS
+    from evosgd.scenario.schema import BudgetSpec, ScenarioSpec
+
+    if section == "scenario":
+        required = [n for n, f in ScenarioSpec.model_fields.items() if f.is_required()]
+        return (f"a table with keys {', '.join(ScenarioSpec.model_fields)} (required: {', '.join(required)}; "
+                f"[scenario.budget] takes {', '.join(BudgetSpec.model_fields)})")
+    if section == "landscape":
+        return f"a table with kind = one of {', '.join(LANDSCAPES.names())} and that landscape's parameters"
+    return f"one or more tables with label, kind = one of {', '.join(OPTIMIZERS.names())} and that optimizer's parameters"
