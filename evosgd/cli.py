@@ -2,9 +2,9 @@
 
     evosgd run SCENARIO... [--out DIR] [--workers N] [--device D] [--replicates N] [--quick] [--force]
                            [--report] [--report-dir DIR] [--executor local|ray [--address A]] [--threads N]
-                           [--plugin FILE.py|package.module]...
+                           [--plugin FILE.py|package.module]... [--max-runs N] [--no-wait]
     evosgd report RESULTS [-o DIR]
-    evosgd validate FILE... [--quick] [--plugin ...]
+    evosgd validate FILE... [--quick] [--max-runs N] [--plugin ...]
     evosgd list landscapes|optimizers|analyses|drifts|scenarios [--plugin ...]
     evosgd show RESULTS
 
@@ -15,6 +15,7 @@ Ctrl-C exits with 130 after saying what was kept; a sweep with failed runs exits
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where --report writes (default: reports/); each report goes to DIR/<name>/")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_plugin_option(r)
+    r.add_argument("--max-runs", type=_positive_int, default=None, metavar="N",
+                   help="refuse a sweep that expands to more than N runs (default 10000)")
+    r.add_argument("--no-wait", action="store_true",
+                   help="when another evosgd run writes the same results store, stop at once instead of waiting")
 
     rep = sub.add_parser("report", help="write the HTML/Markdown report of a results store")
     rep.add_argument("results", metavar="RESULTS", help="results folder of one scenario (e.g. results/quickstart)")
@@ -83,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("files", nargs="+", metavar="FILE")
     v.add_argument("--quick", action="store_true", help="validate with the [quick] overrides applied")
     _add_plugin_option(v)
+    v.add_argument("--max-runs", type=_positive_int, default=None, metavar="N",
+                   help="refuse a sweep that expands to more than N runs (default 10000)")
 
     ls = sub.add_parser("list", help="list registered components or shipped scenarios")
     ls.add_argument("what", choices=["landscapes", "optimizers", "analyses", "drifts", "scenarios"])
@@ -131,7 +138,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenarios, problems = [], []
     for f in args.scenarios:
         try:
-            scenarios.append(load_scenario(f, quick=args.quick, replicates=args.replicates, device=args.device))
+            scenarios.append(load_scenario(f, quick=args.quick, replicates=args.replicates, device=args.device,
+                                           **_max_runs(args)))
         except ConfigError as e:
             problems.append(str(e))
     names = [sc.name for sc in scenarios]
@@ -146,7 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sc in scenarios:
         t0 = time.perf_counter()
         store = execute_scenario(sc, args.out, workers=args.workers, force=args.force, progress=not args.no_progress,
-                                 command=command, threads=args.threads, executor=_executor(args))
+                                 command=command, threads=args.threads, executor=_executor(args),
+                                 wait=not args.no_wait, notify=lambda msg: print(f"evosgd: {msg}", file=sys.stderr))
         data = load_store(store.root)
         runs = data.manifest.get("runs", {})
         n_failed = sum(1 for e in runs.values() if e.get("status") == "failed")
@@ -159,6 +168,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             path = _report(store.root, Path(args.report_dir) / sc.name)
             print(f"report: {path}")
     return status
+
+
+def _max_runs(args: argparse.Namespace) -> dict:
+    return {} if args.max_runs is None else {"max_runs": args.max_runs}
 
 
 def _executor(args: argparse.Namespace):
@@ -201,7 +214,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     bad = 0
     for f in args.files:
         try:
-            sc = load_scenario(f, quick=args.quick)
+            sc = load_scenario(f, quick=args.quick, **_max_runs(args))
         except ConfigError as e:
             print(str(e), file=sys.stderr)
             bad += 1
@@ -258,14 +271,14 @@ def scenario_dirs() -> list[Path]:
 
 
 def _list_scenarios() -> int:
-    import tomllib
+    from evosgd.scenario.reading import parse_toml, read_text_bounded
 
     files = [f for d in scenario_dirs() for f in sorted(d.glob("*.toml"))]
     if not files:
         print("(no scenario files found in ./scenarios)")
     for f in files:
-        try:
-            doc = tomllib.loads(f.read_text(encoding="utf-8"))
+        try:  # bounded like any scenario file: a FIFO or /dev/zero link among them must not hang the listing
+            doc = parse_toml(read_text_bounded(f, str(f)), str(f))
             desc = str((doc.get("scenario") or {}).get("description", "")).strip().replace("\n", " ")
         except Exception as e:  # listing must not stop at one broken file
             desc = f"(unreadable: {e})"
@@ -285,8 +298,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         name = (doc.get("scenario") or {}).get("name") if isinstance(doc.get("scenario"), dict) else None
         if not isinstance(name, str):
             raise ConfigError(f"{target}: has no [scenario] name")
+        from evosgd.scenario.schema import NAME_PATTERN
+
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise ConfigError(f"{target}: scenario.name {name[:80]!r} is not a scenario name; run evosgd validate {target}")
         target = Path(args.out) / name
-    print(format_summary(load_store(target)))
+    data = load_store(target)
+    print(format_summary(data))
+    others = data.manifest.get("other_runs") or {}
+    if others:
+        labels = sorted({str(e.get("label")) for e in others.values()})
+        print(f"\nalso in this store: {len(others)} finished run(s) of other options ({', '.join(labels)}), "
+              f"not in the table above; they are listed under other_runs in {data.path / 'manifest.json'}")
     return 0
 
 

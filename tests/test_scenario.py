@@ -212,12 +212,16 @@ def test_malformed_files_give_one_clean_error(tmp_path, mutate, fragment):
     assert all(x.startswith(str(p)) for x in probs)
 
 
-def test_bad_quick_key_reported_only_in_quick_mode(tmp_path):
+def test_bad_quick_key_reported_in_both_modes(tmp_path):
+    """[quick] is validated with or without --quick (issue #22: a broken quick variant passed
+    `validate`); without it each such problem is marked 'with [quick]'."""
     p = write(tmp_path, GOOD + '"optimizer.zz.sigma" = 1\n')
-    load_scenario(p)
+    pattern = r":\d+: quick\.'optimizer\.zz\.sigma': bad \[quick\] key: no optimizer labelled 'zz'"
     probs = problems_of_quick(p)
-    assert any(re.search(r":\d+: quick\.'optimizer\.zz\.sigma': bad \[quick\] key: no optimizer labelled 'zz'", x)
-               for x in probs), probs
+    assert any(re.search(pattern, x) for x in probs), probs
+    with pytest.raises(ConfigError) as info:
+        load_scenario(p)
+    assert any(x.startswith("with [quick]: ") and re.search(pattern, x) for x in info.value.problems), info.value.problems
 
 
 def problems_of_quick(p):

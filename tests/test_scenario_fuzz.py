@@ -134,3 +134,78 @@ def test_cli_validate_reports_problems_without_traceback(tmp_path, capsys):
     good.write_text(VALID_TEXT)
     assert main(["validate", str(good)]) == 0
     assert "ok" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- hostile nesting (#22)
+NEST = st.lists(st.sampled_from(["[", "{a = ", "{b.c = "]), min_size=1, max_size=400)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(NEST, st.integers(0, 3000), st.booleans())
+def test_any_nesting_depth_is_one_config_error_never_a_recursion_error(tmp_path_factory, openers, header_parts, closed):
+    """Arrays and inline tables nested to any depth, and table headers with thousands of dotted
+    parts: tomllib and the loader recurse on these, so depth is refused before they see it."""
+    closers = "".join("]" if o == "[" else "}" for o in reversed(openers))
+    value = "".join(openers) + "1" + (closers if closed else "")
+    header = "[" + ".".join(["t"] * max(1, header_parts)) + "]\n"
+    p = tmp_path_factory.mktemp("nest") / "s.toml"
+    p.write_text(VALID_TEXT + header + "x = " + value + "\n", encoding="utf-8")
+    load_ok_or_config_error(p)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300))
+def test_random_bytes_are_one_config_error(tmp_path_factory, data):
+    p = tmp_path_factory.mktemp("bytes") / "s.toml"
+    p.write_bytes(data)
+    load_ok_or_config_error(p)
+
+
+# ----------------------------------------------------------------------------- strict values, every component
+def _numeric_fields():
+    """(registry name, kind, field, base type) for every int or float parameter of every
+    registered landscape and optimizer whose annotation does not also allow bool."""
+    import typing
+
+    from evosgd.core.registry import LANDSCAPES, OPTIMIZERS, load_all
+    from evosgd.scenario.strict import _alternatives
+
+    load_all()
+    out = []
+    for reg_name, reg in (("landscape", LANDSCAPES), ("optimizer", OPTIMIZERS)):
+        for entry in reg.entries():
+            if entry.name.startswith("test_"):
+                continue
+            for name, f in entry.params.model_fields.items():
+                alts = _alternatives(f.annotation)
+                if bool in alts or typing.Any in alts:
+                    continue
+                for base in (float, int):
+                    if base in alts:
+                        out.append((reg_name, entry.name, name, base))
+                        break
+    return out
+
+
+def test_every_numeric_parameter_of_every_component_refuses_true_and_inf():
+    """No field-by-field declarations: the rule holds for every registered component's params
+    (batch_size = true ran as 1, lr = inf validated).  A bool for an int or float field, and inf
+    for a float field, are refused with the parameter named."""
+    fields = _numeric_fields()
+    assert len(fields) > 50  # the registry is really walked
+    for reg_name, kind, name, base in fields:
+        for bad, says in ((True, "not true/false"), (float("inf"), "finite number")):
+            if base is int and isinstance(bad, float):
+                continue  # pydantic refuses inf for an int already
+            d = copy.deepcopy(VALID)
+            d.pop("sweep"), d.pop("analysis"), d.pop("quick")
+            if reg_name == "landscape":
+                d["landscape"] = {"kind": kind, name: bad}
+            else:
+                d["optimizer"] = [{"label": "o", "kind": kind, name: bad}]
+            try:
+                load_scenario(d, preflight=False)
+            except ConfigError as e:
+                assert any(name in p and says in p for p in e.problems), (kind, name, bad, e.problems)
+            else:
+                raise AssertionError(f"{reg_name} {kind}: {name} = {bad!r} was accepted")

@@ -112,3 +112,116 @@ def test_find_store_accepts_the_folder_its_parent_or_the_manifest(finished, tmp_
 def test_json_safe_manifest_values(tmp_path):
     write_json(tmp_path / "m.json", {"x": float("inf"), "y": [float("nan"), 1.0]})
     assert json.loads((tmp_path / "m.json").read_text()) == {"x": "inf", "y": ["nan", 1.0]}
+
+
+# ----------------------------------------------------------------------------- one writer at a time (#22)
+def test_a_second_writer_is_refused_with_the_holder_named_or_waits(tmp_path):
+    from evosgd.run.store import StoreBusyError, StoreLock
+
+    first = ResultsStore(tmp_path / "s")
+    first.acquire()
+    # flock locks conflict between two open files of one process too: the second opener is refused
+    with pytest.raises(StoreBusyError, match=rf"in use by pid {os.getpid()}"):
+        ResultsStore(tmp_path / "s").acquire(wait=False)
+    heard = []
+    import threading
+
+    second = ResultsStore(tmp_path / "s")
+    t = threading.Thread(target=second.acquire, kwargs={"notify": heard.append})
+    t.start()
+    t.join(0.5)
+    assert t.is_alive() and heard and "waiting for it to finish" in heard[0]
+    first.release()
+    t.join(10)
+    assert not t.is_alive() and second.lock.held
+    second.release()
+    assert not StoreLock(tmp_path / "s" / ".lock").held
+
+
+def test_with_the_lock_held_every_temporary_is_swept_even_of_a_live_pid(tmp_path):
+    store = ResultsStore(tmp_path / "s")
+    store.acquire()
+    try:
+        store.prepare()
+        live = store.runs_dir / f".b.parquet.tmp-{os.getpid()}-0a1b2c3d"  # e.g. a reused pid
+        live.write_bytes(b"x")
+        store.prepare()
+        assert not live.exists()
+    finally:
+        store.release()
+
+
+def test_manifest_is_merged_with_the_disk_never_overwritten_from_a_stale_copy(tmp_path):
+    store = ResultsStore(tmp_path / "s")
+    store.prepare()
+    for rid in ("a-1", "b-2", "c-3"):
+        (store.runs_dir / f"{rid}.parquet").write_bytes(b"x")
+    store.write_manifest({"scenario": "s", "runs": {"a-1": {"status": "done", "file": "runs/a-1.parquet"},
+                                                    "b-2": {"status": "failed", "file": None}}})
+    # a stale copy that knows nothing of a-1 (another invocation's run): a-1 stays listed
+    store.write_manifest({"scenario": "s", "runs": {"c-3": {"status": "done", "file": "runs/c-3.parquet"}}})
+    m = store.read_manifest()
+    assert set(m["runs"]) == {"c-3"} and set(m["other_runs"]) == {"a-1"}  # a failed run has no file to keep
+    # once this invocation lists a-1 itself, it is no longer an other run
+    store.write_manifest({"scenario": "s", "runs": {"a-1": {"status": "done", "file": "runs/a-1.parquet"}}})
+    m = store.read_manifest()
+    assert set(m["runs"]) == {"a-1"} and set(m["other_runs"]) == {"c-3"}
+
+
+SMALL_TOML = """\
+[scenario]
+name = "two"
+seed = 4
+device = "cpu"
+[scenario.budget]
+max_cost = 300
+[scenario.record]
+log_points = 4
+[landscape]
+kind = "sphere"
+dim = 3
+[[optimizer]]
+label = "sgd"
+kind = "sgd"
+lr = 0.1
+[sweep]
+"optimizer.sgd.lr" = [0.05, 0.1, 0.2]
+"""
+
+
+def test_two_concurrent_writers_with_different_options_end_with_every_finished_run_listed(tmp_path, capsys):
+    """Two `evosgd run` into one folder at once, with other replicates (other run ids).  To make
+    them truly concurrent the test holds the store's lock until both have said they wait, then
+    lets go: they race for it, and at the end the manifest lists all six finished runs."""
+    import subprocess
+    import sys
+    import time
+
+    from evosgd.cli import main
+
+    scenario = tmp_path / "two.toml"
+    scenario.write_text(SMALL_TOML)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    gate = ResultsStore(tmp_path / "out" / "two")
+    gate.acquire()
+    logs = [tmp_path / f"err{r}.txt" for r in (2, 3)]
+    procs = [subprocess.Popen([sys.executable, "-m", "evosgd", "run", str(scenario), "--out", str(tmp_path / "out"),
+                               "--replicates", str(r), "--workers", "1", "--no-progress"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(log, "w")) for r, log in zip((2, 3), logs)]
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not all("waiting for it to finish" in log.read_text() for log in logs):
+            assert all(p.poll() is None for p in procs), [log.read_text() for log in logs]
+            time.sleep(0.05)
+    finally:
+        gate.release()
+    assert [p.wait(timeout=300) for p in procs] == [0, 0], [log.read_text() for log in logs]
+    expected = {r.run_id for reps in (2, 3) for r in load_scenario(scenario, replicates=reps).runs}
+    m = json.loads((tmp_path / "out" / "two" / "manifest.json").read_text())
+    listed = {k: v for section in ("runs", "other_runs") for k, v in m.get(section, {}).items()}
+    assert len(expected) == 6 and set(listed) == expected
+    assert all(v["status"] == "done" and (tmp_path / "out" / "two" / v["file"]).is_file() for v in listed.values())
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "out" / "two")]) == 0
+    assert "also in this store: 3 finished run(s) of other options (sgd)" in capsys.readouterr().out

@@ -182,6 +182,13 @@ class CMAES(EvolutionStrategy):
     kind = "cmaes"
     separable = False
 
+    @classmethod
+    def memory_estimate(cls, params: dict, *, replicates: int, itemsize: int, dim: int) -> int:
+        """Bytes beyond the population (for ``evosgd.run.memory``): C, B, the eigendecomposition's
+        workspace and the rank-mu products, about ``6 R D^2`` numbers; none for the diagonal
+        variant."""
+        return 0 if cls.separable else 6 * replicates * dim * dim * itemsize
+
     # -- setup -----------------------------------------------------------------------------
     def setup(self) -> None:
         p = self.params

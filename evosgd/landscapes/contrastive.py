@@ -74,6 +74,19 @@ class Contrastive(DataLandscape):
     kind = "contrastive"
     per_example_separable = False
 
+    @classmethod
+    def memory_estimate(cls, params: dict, *, replicates: int, itemsize: int, points: int, batch: int) -> tuple[int, int]:
+        """(D, bytes of the landscape's own tensors) for the memory guard: three views of the
+        dataset ``3 R n d``, and for ``points`` embeddings of a batch the two views' embeddings
+        and the ``B x B`` logits (times three for their gradients), and the same for the
+        ``eval_batches`` reference batches of the true loss."""
+        d, k = int(params.get("features", 8)), int(params.get("embed_dim", 4))
+        n, R = int(params.get("n_examples", 512)), replicates
+        E, B0 = int(params.get("eval_batches", 16)), int(params.get("reference_batch_size", 32))
+        per_batch = lambda b: 2 * b * (d + k) + b * b
+        count = 3 * R * n * d + 3 * R * points * per_batch(batch) + 3 * R * E * per_batch(B0)
+        return d * k, itemsize * count
+
     def __init__(self, params: ContrastiveParams, *, replicates: int, seed: int, device: torch.device,
                  dtype: torch.dtype = torch.float32) -> None:
         if params.hard_classes > params.classes:

@@ -126,6 +126,22 @@ class TeacherStudent(DataLandscape):
 
     kind = "teacher_student"
 
+    @classmethod
+    def memory_estimate(cls, params: dict, *, replicates: int, itemsize: int, points: int, batch: int) -> tuple[int, int]:
+        """(D, bytes of the landscape's own tensors) for the memory guard (``evosgd.run.memory``):
+        the dataset ``R n (inputs + outputs)``, the teacher, and about three activations per unit
+        (pre-activation, activation, its gradient) for ``points`` networks on ``batch`` examples
+        and for the full-data true loss of the recommendation."""
+        widths, teacher = list(params.get("widths") or []), params.get("teacher_widths")
+        teacher = widths if teacher is None else list(teacher)
+        inputs, outputs, n = int(params.get("inputs", 8)), int(params.get("outputs", 1)), int(params.get("n_examples", 512))
+        dim = n_params(layer_sizes(inputs, widths, outputs))
+        units, t_units = sum(widths) + outputs, sum(teacher) + outputs
+        R = replicates
+        count = (R * n * (inputs + outputs) + R * n_params(layer_sizes(inputs, teacher, outputs))
+                 + 3 * R * points * batch * units + R * batch * t_units + 3 * R * n * (units + t_units))
+        return dim, itemsize * count
+
     def __init__(self, params: TeacherStudentParams, *, replicates: int, seed: int, device: torch.device,
                  dtype: torch.dtype = torch.float32) -> None:
         where = "landscape 'teacher_student'"

@@ -156,6 +156,17 @@ class RNNRegression(DataLandscape):
 
     kind = "rnn"
 
+    @classmethod
+    def memory_estimate(cls, params: dict, *, replicates: int, itemsize: int, points: int, batch: int) -> tuple[int, int]:
+        """(D, bytes of the landscape's own tensors) for the memory guard: the sequences
+        ``R n T I``, and the hidden states of every time step kept for backpropagation through
+        time (about three per unit: state, pre-activation, gradient) for ``points`` networks on
+        ``batch`` sequences and for the full-data true loss."""
+        H, I = int(params.get("hidden", 8)), int(params.get("inputs", 1))
+        T, n, R = int(params.get("sequence_length", 20)), int(params.get("n_examples", 256)), replicates
+        count = R * n * (T * I + 1) + 3 * R * points * batch * T * H + 3 * R * n * T * H
+        return rnn_dim(H, I), itemsize * count
+
     def __init__(self, params: RNNParams, *, replicates: int, seed: int, device: torch.device,
                  dtype: torch.dtype = torch.float32) -> None:
         where = "landscape 'rnn'"

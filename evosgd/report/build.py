@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +147,8 @@ class _Writer:
         self.out = out_dir
         self.fig = out_dir / "figures"
         self.tab = out_dir / "tables"
-        for d in (self.fig, self.tab):
-            if d.exists():
-                shutil.rmtree(d)  # a stale figure from an earlier build must not linger
-            d.mkdir(parents=True)
+        for d in (self.fig, self.tab):  # out_dir is a fresh temporary folder (see build_report)
+            d.mkdir(parents=True, exist_ok=True)
 
     def table(self, name: str, raw: pd.DataFrame, display: pd.DataFrame, caption: str) -> Table:
         raw.to_csv(self.tab / f"{name}.csv", index=False)
@@ -160,9 +157,20 @@ class _Writer:
 
 def build_report(store: Any, out_dir: str | Path) -> Path:
     """Write the report of ``store`` (anything with ``runs``, ``manifest``, ``analyses``: a
-    ``StoreData`` or a dict) into ``out_dir``; returns the path of ``index.html``."""
+    ``StoreData`` or a dict) into ``out_dir``; returns the path of ``index.html``.
+
+    The report is built in a temporary folder beside ``out_dir`` and swapped in
+    (:func:`evosgd.report.safe_write.swap_in`): a failed build leaves the previous report as it
+    was, and only files an earlier report wrote are ever removed from ``out_dir``."""
+    from evosgd.report.safe_write import building
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with building(out_dir) as tmp:
+        index = _build_into(store, tmp)
+    return out_dir / index.relative_to(tmp)
+
+
+def _build_into(store: Any, out_dir: Path) -> Path:
     w = _Writer(out_dir)
     manifest: dict = _get(store, "manifest", {}) or {}
     analyses: list = _get(store, "analyses", []) or []

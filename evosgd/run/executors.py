@@ -17,7 +17,9 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import signal
+import sys
 import threading
+import time
 from typing import Any, Callable, Iterable, Iterator
 
 
@@ -66,7 +68,45 @@ def report_progress(run_id: str, label: str, fraction: float) -> bool:
     return True
 
 
-def _worker_init(modules: list[str], progress_queue: Any = None) -> None:
+def _die_with(parent_pid: int) -> None:
+    """Make this worker exit when the evosgd process ``parent_pid`` dies, however it dies.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` has the kernel kill this process when its parent
+    (the forkserver, which itself exits when the evosgd process closes its end of the pipe) ends.
+    Everywhere: a daemon thread polls ``parent_pid`` twice a second and ends the worker when it is
+    gone (the fallback where prctl does not exist, and a guard against a parent that died before
+    the prctl call).  A worker that outlived a SIGKILLed ``evosgd run`` kept computing for minutes
+    and could still rename its run file into the store afterwards."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl in this libc: the watchdog alone
+            pass
+
+    def alive() -> bool:
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # the pid now belongs to another user's process: ours is gone
+            return False
+        return True
+
+    def watch() -> None:
+        while alive():
+            time.sleep(0.5)
+        os._exit(1)
+
+    if not alive():
+        os._exit(1)
+    threading.Thread(target=watch, name="evosgd-parent-watchdog", daemon=True).start()
+
+
+def _worker_init(modules: list[str], progress_queue: Any = None, parent_pid: int | None = None) -> None:
     global PROGRESS_QUEUE
     PROGRESS_QUEUE = progress_queue
     # Ctrl-C is the parent's to handle: it terminates the workers, and a worker must not print
@@ -77,12 +117,15 @@ def _worker_init(modules: list[str], progress_queue: Any = None) -> None:
     # processes, so N workers left in the parent's session get one session's share together;
     # on a machine with any other busy session, 2 workers then ran no faster than serial
     # (measured: 0.8-0.9x).  The parent still owns the workers: it terminates them on Ctrl-C,
-    # and a worker exits when the parent dies (its task pipe closes).
+    # and a worker exits when the parent dies (``_die_with``: a session of its own does not
+    # shield it from that).
     if hasattr(os, "setsid"):
         try:
             os.setsid()
         except OSError:  # already a session leader
             pass
+    if parent_pid is not None:
+        _die_with(parent_pid)
     import importlib
 
     import torch
@@ -169,7 +212,7 @@ class ProcessPoolExecutor(Executor):
             if n == 0:
                 return
             self._pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=_context(), initializer=_worker_init,
-                                                initargs=(self.modules, self.progress_queue))
+                                                initargs=(self.modules, self.progress_queue, os.getpid()))
             while True:
                 with lock:
                     if not pending or len(futures) >= 2 * self.workers:

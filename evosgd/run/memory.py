@@ -10,8 +10,13 @@ about
             + N (D + 1)       # the dataset (features and targets)
             + D^2 )           # a rotation matrix per replicate (rotate = true)
 
-A landscape or optimizer class may refine it with a classmethod
-``memory_estimate(params: dict, replicates: int, itemsize: int) -> int`` (bytes), which is added.
+Every component is asked for its own part first.  A landscape class with a classmethod
+``memory_estimate(params, *, replicates, itemsize, points, batch) -> (D, bytes)`` gives its
+dimension and the bytes of its own tensors (dataset, activations of ``points`` parameter vectors
+on ``batch`` examples); these replace the dimension read from a ``dim`` key and the dataset and
+broadcast terms above (the MLP, RNN and contrastive landscapes have one: their D is not a key).
+An optimizer class may define ``memory_estimate(params, *, replicates, itemsize, dim) -> int``
+(bytes), which is added.
 Available memory: ``torch.cuda.mem_get_info`` on a GPU; ``MemAvailable`` of /proc/meminfo (or
 ``os.sysconf``) on the CPU, shared by the worker processes.
 """
@@ -41,17 +46,23 @@ def estimate_run_bytes(run: RunSpec) -> int:
     itemsize = 8 if run.dtype == "float64" else 4
     lp, op = run.landscape.params, run.params
     R = run.replicates
-    D = max(_int_values(lp, _DIM_KEYS) or [10])
-    N = max(_int_values(lp, _DATA_KEYS) or [0])
     P = max(_int_values(op, _POP_KEYS) or [1])
     b = max(_int_values(op, ("batch_size", "micro_batch", "batch")) or [1])
     M = int(lp.get("smoothing_samples", 0)) if float(lp.get("noise_std", 0) or 0) > 0 else 0
-    rotation = D * D if lp.get("rotate") else 0
-    total = itemsize * R * (8 * P * D + 2 * P * max(b, M) * D + N * (D + 1) + rotation)
-    for registry, kind, params in ((LANDSCAPES, run.landscape.kind, lp), (OPTIMIZERS, run.kind, op)):
-        hook = getattr(registry.get(kind).factory, "memory_estimate", None) if kind in registry else None
-        if callable(hook):
-            total += int(hook(params, R, itemsize))
+    land = LANDSCAPES.get(run.landscape.kind).factory if run.landscape.kind in LANDSCAPES else None
+    own = getattr(land, "memory_estimate", None)
+    if callable(own):
+        D, landscape_bytes = own(lp, replicates=R, itemsize=itemsize, points=P, batch=max(b, M, 1))
+        total = itemsize * R * 8 * P * int(D) + int(landscape_bytes)
+    else:
+        D = max(_int_values(lp, _DIM_KEYS) or [10])
+        N = max(_int_values(lp, _DATA_KEYS) or [0])
+        rotation = D * D if lp.get("rotate") else 0
+        total = itemsize * R * (8 * P * D + 2 * P * max(b, M) * D + N * (D + 1) + rotation)
+    opt = OPTIMIZERS.get(run.kind).factory if run.kind in OPTIMIZERS else None
+    hook = getattr(opt, "memory_estimate", None)
+    if callable(hook):
+        total += int(hook(op, replicates=R, itemsize=itemsize, dim=int(D)))
     return int(total)
 
 

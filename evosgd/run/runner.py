@@ -16,7 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import torch
@@ -94,7 +94,11 @@ def execute_run(task: Task) -> TaskResult:
         raise
     except EvosgdError as e:
         return TaskResult(run.run_id, "failed", str(e), time.perf_counter() - t0)
+    except (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)) as e:
+        return TaskResult(run.run_id, "failed", out_of_memory_message(run, e), time.perf_counter() - t0)
     except Exception as e:  # a bug in a component must not stop the sweep; keep where it happened
+        if is_allocation_failure(e):
+            return TaskResult(run.run_id, "failed", out_of_memory_message(run, e), time.perf_counter() - t0)
         tb = traceback.extract_tb(e.__traceback__)
         where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
         return TaskResult(run.run_id, "failed", f"{type(e).__name__}: {e}{where}", time.perf_counter() - t0)
@@ -102,6 +106,27 @@ def execute_run(task: Task) -> TaskResult:
         torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
+
+
+def is_allocation_failure(e: BaseException) -> bool:
+    """torch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: not enough memory")."""
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("not enough memory" in text or "DefaultCPUAllocator" in text
+                                            or "out of memory" in text.lower())
+
+
+def out_of_memory_message(run: RunSpec, e: BaseException) -> str:
+    """A failed run's message when its tensors did not fit: what it needed, what to change."""
+    from evosgd.run.memory import _fmt, estimate_run_bytes
+
+    try:
+        need = f"about {_fmt(estimate_run_bytes(run))} estimated before it started"
+    except Exception:  # the estimate is a courtesy here
+        need = "its estimate is unknown"
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return (f"out of memory: run {run.label} could not allocate its tensors ({need}; the allocator said: {first}). "
+            f"Reduce replicates (--replicates N, now {run.replicates}), the population, batch, dataset or widths, "
+            "or use fewer workers")
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -168,12 +193,14 @@ def run_scenario(
     executor: Executor | None = None,
     command: str | None = None,
     threads: int = 1,
+    wait: bool = True,
+    notify: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Run a scenario (a path, a dict, or a loaded :class:`Scenario`) into ``out/<name>/`` and
     return every run's rows as one DataFrame (contract 4).  See :func:`execute_scenario`."""
     store = execute_scenario(scenario, out, quick=quick, workers=workers, force=force, device=device,
                              replicates=replicates, progress=progress, executor=executor, command=command,
-                             threads=threads)
+                             threads=threads, wait=wait, notify=notify)
     return load_store(store.root).runs
 
 
@@ -190,11 +217,16 @@ def execute_scenario(
     executor: Executor | None = None,
     command: str | None = None,
     threads: int = 1,
+    wait: bool = True,
+    notify: Callable[[str], None] | None = None,
 ) -> ResultsStore:
     """Execute a scenario and return its store.  ``quick``, ``device`` and ``replicates`` override
     the file; ``force`` redoes finished runs; ``workers`` None: one per CPU core, or 1 (serial) in
     quick mode;
-    ``threads``: torch intra-op threads per run (1 suits many small runs in parallel)."""
+    ``threads``: torch intra-op threads per run (1 suits many small runs in parallel).
+
+    The store's writer lock is held throughout (:class:`evosgd.run.store.StoreLock`): when another
+    process holds it, ``wait`` waits (``notify`` is told why) or refuses with StoreBusyError."""
     if isinstance(scenario, Scenario):
         if quick is not None or replicates is not None or device is not None:
             scenario = scenario.with_options(quick=quick, replicates=replicates, device=device)
@@ -203,6 +235,17 @@ def execute_scenario(
     dev = resolve_device(scenario.settings.device)
     resolve_dtype(scenario.settings.dtype)
     store = ResultsStore(Path(out) / scenario.name)
+    store.acquire(wait=wait, notify=notify)
+    try:
+        _execute_locked(scenario, store, dev, workers=workers, force=force, progress=progress, executor=executor,
+                        command=command, threads=threads)
+    finally:
+        store.release()
+    return store
+
+
+def _execute_locked(scenario: Scenario, store: ResultsStore, dev: torch.device, *, workers: int | None, force: bool,
+                    progress: bool, executor: Executor | None, command: str | None, threads: int) -> None:
     store.prepare()
     old = store.read_manifest() or {}
     manifest = _manifest(scenario, dev, command)
@@ -210,7 +253,8 @@ def execute_scenario(
     pending: list[RunSpec] = []
     for run in scenario.runs:
         if not force and store.has_run(run.run_id):
-            prev = old_runs.get(run.run_id) or {}
+            prev = old_runs.get(run.run_id)
+            prev = prev if isinstance(prev, dict) else {}  # the old manifest is read, not trusted
             if prev.get("status") not in ("done", "diverged"):
                 # killed between writing the run file and the manifest: the file tells the status
                 prev = _entry_from_file(store, run)
@@ -243,7 +287,10 @@ def execute_scenario(
         with ex:
             for task, res in ex.map(execute_run, tasks):
                 if isinstance(res, BaseException):  # the executor lost the worker
-                    res = TaskResult(task.run.run_id, "failed", f"worker process failed: {type(res).__name__}: {res}", 0.0)
+                    why = (" (it was killed: when the system ran out of memory, its out-of-memory killer ends the largest "
+                           "process; reduce replicates or workers)" if "terminated abruptly" in str(res) else "")
+                    res = TaskResult(task.run.run_id, "failed",
+                                     f"worker process failed: {type(res).__name__}: {res}{why}", 0.0)
                 run = runs_by_id[res.run_id]
                 manifest["runs"][res.run_id] = _run_entry(run, res.status, res.error, res.wall_time, res.file,
                                                           res.diverged_replicates)
@@ -259,10 +306,10 @@ def execute_scenario(
             watcher.stop()
         if bar is not None:
             bar.close()
-    _run_analyses(scenario, store, manifest, dev, force, old.get("analyses", {}))
+    old_analyses = old.get("analyses")
+    _run_analyses(scenario, store, manifest, dev, force, old_analyses if isinstance(old_analyses, dict) else {})
     manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     store.write_manifest(manifest)
-    return store
 
 
 class _ProgressWatcher:
@@ -391,7 +438,7 @@ def _run_analyses(scenario: Scenario, store: ResultsStore, manifest: dict[str, A
         entry = {"label": a.label, "kind": a.kind, "params": a.params, "status": "done", "error": None,
                  "file": store.analysis_files(aid)}
         if not force and store.has_analysis(aid):
-            manifest["analyses"][aid] = {**entry, **{k: v for k, v in old.get(aid, {}).items() if k == "wall_time"}}
+            manifest["analyses"][aid] = {**entry, **{k: v for k, v in (old.get(aid) if isinstance(old.get(aid), dict) else {}).items() if k == "wall_time"}}
             continue
 
         def make_landscape(kind: str | None = None, params: dict | None = None, drift: dict | None = None,

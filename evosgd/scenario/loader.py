@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import itertools
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,18 +21,15 @@ from pydantic import BaseModel, ValidationError
 from evosgd.core.errors import ConfigError
 from evosgd.core.registry import ANALYSES, LANDSCAPES, OPTIMIZERS, Registry, load_all, suggest
 from evosgd.scenario.problems import MISSING, Problems
-from evosgd.scenario.schema import BudgetSpec, RecordSpec, ScenarioSpec, SweepSpec, check_label
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from evosgd.scenario.reading import read_document
+from evosgd.scenario.schema import ScenarioSpec, check_label
+from evosgd.scenario.strict import report_strict, section_keys
+from evosgd.scenario.sweep import SWEEPABLE, SweepMixin  # noqa: F401  (SWEEPABLE: part of this module's API)
 
 #: bump when the meaning of a stored run changes, so old results are not mistaken for new ones
 RUN_FORMAT = 1
 SECTIONS = ("scenario", "landscape", "optimizer", "sweep", "analysis", "quick")
 REQUIRED_SECTIONS = ("scenario", "landscape", "optimizer")
-SWEEPABLE = ("optimizer", "landscape", "scenario")
 
 
 def drift_registry() -> Registry | None:
@@ -185,33 +180,14 @@ class Scenario:
 
 
 # ----------------------------------------------------------------------------- reading
-def read_document(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str | None, str]:
-    """(document, TOML text or None, display name of the source)."""
-    if isinstance(source, Mapping):
-        return copy.deepcopy(dict(source)), None, "<scenario dict>"
-    path = Path(source)
-    name = str(source)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: scenario file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{name}: is a directory, not a scenario file") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{name}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ConfigError(f"{name}: cannot read ({e.strerror})") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{name}: invalid TOML: {e}") from None
-    return doc, text, name
+#: the most runs a scenario may expand to unless the caller raises it (``evosgd run --max-runs N``)
+DEFAULT_MAX_RUNS = 10_000
 
 
 def load_scenario(
     path_or_dict: str | Path | Mapping[str, Any], *, quick: bool = False, replicates: int | None = None,
     device: str | None = None, overrides: Mapping[str, Any] | None = None, source: str | None = None,
-    preflight: bool = True,
+    preflight: bool = True, max_runs: int | None = DEFAULT_MAX_RUNS,
 ) -> Scenario:
     """Load and validate a scenario from a TOML file path or a dict of the same shape.
 
@@ -219,24 +195,50 @@ def load_scenario(
     (dotted keys, e.g. ``{"optimizer.sgd.lr": 0.1}``) are applied after them.  Every problem is
     reported at once in a :class:`ConfigError`.  ``preflight`` also builds each run's landscape and
     optimizer once (one replicate, CPU) to report the checks their constructors make
-    (:mod:`evosgd.scenario.preflight`).
+    (:mod:`evosgd.scenario.preflight`).  ``max_runs``: a sweep is counted before it is expanded
+    and refused above this many runs (None: no limit).
+
+    The ``[quick]`` overrides are validated in both modes: a file whose quick variant is broken is
+    reported when it is loaded without ``quick`` too (each such problem marked ``with [quick]``).
     """
     doc, text, name = read_document(path_or_dict)
     if source is None and not isinstance(path_or_dict, Mapping):
         source = str(path_or_dict)
     display = source or name
     load_all()
-    problems = Problems(display, text)
-    original = copy.deepcopy(doc)
-    resolver = _Resolver(doc, problems, quick, replicates, device, dict(overrides or {}), source, original)
-    resolver.preflight = preflight
-    return resolver.resolve()
+
+    def resolve(with_quick: bool, run_preflight: bool) -> Scenario:
+        problems = Problems(display, text)
+        resolver = _Resolver(copy.deepcopy(doc), problems, with_quick, replicates, device, dict(overrides or {}),
+                             source, copy.deepcopy(doc), max_runs)
+        resolver.preflight = run_preflight
+        return resolver.resolve()
+
+    if quick or not isinstance(doc.get("quick"), dict) or not doc["quick"]:
+        return resolve(quick, preflight)
+    found: list[str] = []
+    scenario = None
+    try:
+        scenario = resolve(False, preflight)
+    except ConfigError as e:
+        found = list(e.problems)
+    try:
+        resolve(True, preflight)
+    except ConfigError as e:
+        found += [f"with [quick]: {p}" for p in e.problems if p not in found]
+    if found:
+        n = len(found)
+        raise ConfigError(f"{n} problem{'s' if n > 1 else ''} in {display}:\n  " + "\n  ".join(found), found)
+    assert scenario is not None
+    return scenario
 
 
-class _Resolver:
+class _Resolver(SweepMixin):
     def __init__(self, doc: dict[str, Any], problems: Problems, quick: bool, replicates: int | None,
-                 device: str | None, overrides: dict[str, Any], source: str | None, original: dict[str, Any]) -> None:
+                 device: str | None, overrides: dict[str, Any], source: str | None, original: dict[str, Any],
+                 max_runs: int | None = DEFAULT_MAX_RUNS) -> None:
         self.doc, self.p, self.quick = doc, problems, quick
+        self.max_runs = max_runs
         self.cli = dict(overrides)
         if replicates is not None:
             self.cli["scenario.replicates"] = replicates
@@ -250,11 +252,12 @@ class _Resolver:
         doc, p = self.doc, self.p
         for key in doc:
             if key not in SECTIONS:
-                p.add((key,), f"unknown section {key!r}{suggest(key, SECTIONS)}", allowed=", ".join(SECTIONS))
+                p.add((key,), f"unknown section {key!r}{suggest(key, SECTIONS) if not p.full else ''}",
+                      allowed=", ".join(SECTIONS))
         for key in REQUIRED_SECTIONS:
             if key not in doc:
                 header = "[[optimizer]]" if key == "optimizer" else f"[{key}]"
-                p.add((key,), f"required section {header} is missing")
+                p.add((key,), f"required section {header} is missing", allowed=section_keys(key))
         self._label_entries("optimizer")
         self._label_entries("analysis")
         if self.quick:
@@ -275,6 +278,12 @@ class _Resolver:
         analyses = self._validate_entries("analysis", ANALYSES, required=False)
         mode, sweep = self._validate_sweep(optimizers)
         p.raise_if_any()
+        n_runs = self.count_runs(optimizers, mode, sweep)
+        if self.max_runs is not None and n_runs > self.max_runs:
+            sizes = " x ".join(f"{len(v)}" for v in sweep.values())
+            p.add(("sweep",), f"the sweep ({mode}, {sizes} values) with {len(optimizers)} optimizer(s) expands to "
+                  f"{n_runs:,} runs; at most {self.max_runs:,} are allowed (raise the limit with --max-runs N)")
+            p.raise_if_any()
         assert settings is not None and landscape is not None  # else a problem was reported
         runs = self._expand(settings, landscape, optimizers, mode, sweep)
         p.raise_if_any()
@@ -365,11 +374,17 @@ class _Resolver:
         if not isinstance(raw, dict):
             self.p.add(path, f"{prefix}must be a table", given=raw)
             return None
+        if not self._strict(model, raw, path, prefix, line_base):
+            return None
         try:
             return model.model_validate(raw)
         except ValidationError as err:
             self.p.add_validation_error(path, err, model, line_base=line_base, prefix=prefix)
             return None
+
+    def _strict(self, model: type[BaseModel], raw: dict[str, Any], path: tuple, prefix: str,
+                line_base: tuple | None) -> bool:
+        return report_strict(self.p, model, raw, path, prefix, line_base)
 
     def _validate_settings(self, raw: Any, path: tuple, prefix: str = "", line_base: tuple | None = None) -> ScenarioSpec | None:
         return self._validate_model(ScenarioSpec, raw, path, prefix, line_base)  # type: ignore[return-value]
@@ -403,6 +418,8 @@ class _Resolver:
             return None
         params = {k: v for k, v in raw.items() if k not in fixed}
         entry = registry.get(kind)
+        if not self._strict(entry.params, params, path, prefix, line_base):
+            return None
         try:
             model = entry.params.model_validate(params)
         except ValidationError as err:
@@ -457,98 +474,16 @@ class _Resolver:
                 out.append(ComponentSpec(label=label, kind=res[0], params=res[1]))
         return out
 
-    def _validate_sweep(self, optimizers: list[ComponentSpec]) -> tuple[str, dict[str, list[Any]]]:
-        raw = self.doc.get("sweep")
-        if raw is None:
-            return "grid", {}
-        if not isinstance(raw, dict):
-            self.p.add(("sweep",), "must be a table", given=raw)
-            return "grid", {}
-        spec = self._validate_model(SweepSpec, {"mode": raw["mode"]} if "mode" in raw else {}, ("sweep",))
-        mode = spec.mode if spec is not None else "grid"  # type: ignore[union-attr]
-        keys: dict[str, list[Any]] = {}
-        for key, values in raw.items():
-            if key == "mode":
-                continue
-            path = ("sweep", key)
-            if isinstance(values, dict):  # written as nested tables: [sweep.optimizer.sgd] lr = [...]
-                self.p.add(path, "write swept keys as quoted dotted keys, e.g. \"optimizer.sgd.lr\" = [0.1, 0.01]")
-                continue
-            if not isinstance(values, list) or not values:
-                self.p.add(path, "must be a non-empty list of values", given=values)
-                continue
-            reason = self._check_sweep_key(key)
-            if reason:
-                self.p.add(path, reason)
-                continue
-            keys[key] = values
-        if mode == "zip" and keys:
-            lengths = {k: len(v) for k, v in keys.items()}
-            if len(set(lengths.values())) > 1:
-                self.p.add(("sweep", "mode"), "zip mode needs lists of equal length", given=lengths)
-        return mode, keys
-
-    def _check_sweep_key(self, key: str) -> str | None:
-        path, reason = self._dotted_path(key, SWEEPABLE)
-        if path is None:
-            return reason
-        section = path[0]
-        if section == "optimizer":
-            entry = self.doc["optimizer"][path[1]]
-            kind = entry.get("kind")
-            if isinstance(kind, str) and kind in OPTIMIZERS:
-                fields = list(OPTIMIZERS.get(kind).params.model_fields)
-                if path[2] == "kind" or path[2] == "label":
-                    return f"cannot sweep the {path[2]} of an optimizer; add another [[optimizer]] instead"
-                if path[2] not in fields:
-                    return (f"optimizer {entry.get('label')!r} ({kind}) has no parameter {path[2]!r}"
-                            f"{suggest(path[2], fields)}; parameters: {', '.join(fields)}")
-            return None
-        if section == "landscape":
-            land = self.doc.get("landscape") or {}
-            kind = land.get("kind") if isinstance(land, dict) else None
-            if path[1] == "drift":
-                return None
-            if isinstance(kind, str) and kind in LANDSCAPES:
-                fields = list(LANDSCAPES.get(kind).params.model_fields)
-                if path[1] not in fields and path[1] != "kind":
-                    return (f"landscape {kind!r} has no parameter {path[1]!r}{suggest(path[1], fields)}; "
-                            f"parameters: {', '.join(fields)}")
-            return None
-        fields = list(ScenarioSpec.model_fields)
-        if path[1] == "name":
-            return "cannot sweep the scenario name"
-        if path[1] not in fields:
-            return f"[scenario] has no key {path[1]!r}{suggest(path[1], fields)}; keys: {', '.join(fields)}"
-        if path[1] in ("budget", "record"):
-            sub = (BudgetSpec if path[1] == "budget" else RecordSpec).model_fields
-            if len(path) < 3 or path[2] not in sub:
-                got = path[2] if len(path) > 2 else ""
-                return f"[scenario.{path[1]}] has no key {got!r}{suggest(got, list(sub))}; keys: {', '.join(sub)}"
-        return None
-
     # -------------------------------------------------------------- expansion
-    def _points(self, mode: str, sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
-        if not sweep:
-            return [{}]
-        keys = list(sweep)
-        if mode == "zip":
-            return [dict(zip(keys, vals)) for vals in zip(*(sweep[k] for k in keys))]
-        return [dict(zip(keys, vals)) for vals in itertools.product(*(sweep[k] for k in keys))]
-
     def _expand(self, settings: ScenarioSpec, landscape: LandscapeSpec, optimizers: list[ComponentSpec], mode: str,
                 sweep: dict[str, list[Any]]) -> list[RunSpec]:
-        points = self._points(mode, sweep)
         runs: list[RunSpec] = []
         ids: set[str] = set()
         opt_raw = {e.get("label"): (i, e) for i, e in enumerate(self.doc.get("optimizer", [])) if isinstance(e, dict)}
         for opt in optimizers:
-            own = f"optimizer.{opt.label}."
-            relevant = [k for k in sweep if k.startswith(own) or k.startswith(("landscape.", "scenario."))]
             seen: set[str] = set()
             index, raw_entry = opt_raw[opt.label]
-            for point in points:
-                sub = {k: point[k] for k in relevant}
+            for sub in self._points(mode, sweep, self._relevant(sweep, opt.label)):
                 sig = canonical_json(sub)
                 if sig in seen:
                     continue

@@ -21,6 +21,8 @@ Path = tuple[Any, ...]
 
 _KEY_TOKEN = re.compile(r'\s*("(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_\-]+)\s*')
 MISSING = object()
+#: problems printed at most (all are kept in ConfigError.problems): the first ones are the ones to fix
+MAX_SHOWN = 50
 
 
 def _split_key(text: str) -> tuple[str, ...] | None:
@@ -127,6 +129,7 @@ class Problems:
         self.items: list[str] = []
         self._lines: list[int] = []
         self._labels: dict[Path, str] = {}
+        self._seen: set[str] = set()
 
     def name_element(self, path: Path, label: str) -> None:
         """Show ``optimizer.<label>`` instead of ``optimizer[1]`` in messages."""
@@ -160,7 +163,8 @@ class Problems:
             text += f" (given: {_short(given)})"
         if allowed:
             text += f"; allowed: {allowed}"
-        if text not in self.items:
+        if text not in self._seen:  # a set: a hostile file may hold 100k bad keys
+            self._seen.add(text)
             self.items.append(text)
             self._lines.append(line or 0)
 
@@ -174,7 +178,8 @@ class Problems:
             kind = e["type"]
             if kind == "extra_forbidden":
                 fields = _fields_at(model, loc[:-1])
-                self.add(path, f"{prefix}unknown key {str(loc[-1])!r}{suggest(str(loc[-1]), fields)}",
+                hint = suggest(str(loc[-1]), fields) if not self.full else ""  # difflib: not for 100k keys
+                self.add(path, f"{prefix}unknown key {str(loc[-1])!r}{hint}",
                          allowed=", ".join(fields) or "no keys", line_path=lpath)
             elif kind == "missing":
                 self.add(path, f"{prefix}required key is missing", allowed=describe_field(model, loc), line_path=lpath)
@@ -184,6 +189,11 @@ class Problems:
                     msg = msg[len("Value error, "):]
                 self.add(path, prefix + msg, given=e.get("input", MISSING), allowed=describe_field(model, loc),
                          line_path=lpath)
+
+    @property
+    def full(self) -> bool:
+        """Whether more problems than are shown have been found (then spare the costly hints)."""
+        return len(self.items) >= MAX_SHOWN
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -195,7 +205,8 @@ class Problems:
             self._lines = sorted(self._lines)
             n = len(self.items)
             head = f"{n} problem{'s' if n > 1 else ''} in {self.source}:"
-            raise ConfigError(head + "\n  " + "\n  ".join(self.items), list(self.items))
+            shown = self.items[:MAX_SHOWN] + ([f"... and {n - MAX_SHOWN} more"] if n > MAX_SHOWN else [])
+            raise ConfigError(head + "\n  " + "\n  ".join(shown), list(self.items))
 
 
 def _fields_at(model: type[BaseModel], loc: Iterable[Any]) -> list[str]:
@@ -246,6 +257,8 @@ def describe_annotation(ann: Any, metadata: Iterable[Any] = ()) -> str:
     elif origin in (list, tuple):
         args = typing.get_args(ann)
         text = f"a list of {describe_annotation(args[0])}" if args else "a list"
+    elif isinstance(ann, type) and issubclass(ann, BaseModel):  # a sub-table: its keys, not the class name
+        text = "a table with keys " + ", ".join(ann.model_fields)
     elif isinstance(ann, type):
         text = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}.get(
             ann.__name__, ann.__name__)
