@@ -303,6 +303,13 @@ class DriftingLandscape(Landscape):
             return self.inner.optimal_loss_for(self.concept_at(t))  # type: ignore[attr-defined]
         return self.inner.optimal_loss(t)
 
+    def heldout_metrics(self, theta: torch.Tensor, t: Time = None) -> dict[str, torch.Tensor]:
+        """Held-out measures of a data landscape with its held-out examples labelled (or shifted)
+        by the concept at t: the deployed distribution moves with the training one."""
+        if self.concept_mode and hasattr(self.inner, "heldout_metrics_with"):
+            return self.inner.heldout_metrics_with(theta, self.concept_at(t))  # type: ignore[attr-defined]
+        return {}
+
     @property
     def full_cost(self) -> float:
         return self.inner.full_cost

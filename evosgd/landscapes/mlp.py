@@ -140,6 +140,7 @@ class TeacherStudent(DataLandscape):
         self.params = params
         self.realisable = self.teacher_sizes == self.sizes and params.noise_std == 0 and not params.batch_norm
         self.per_example_separable = not params.batch_norm
+        self.seed = seed
         xs, noise, teach, x0 = [], [], [], []
         for g in self.replicate_generators(seed, replicates):
             xs.append(torch.randn(params.n_examples, params.inputs, generator=g, dtype=torch.float64))
@@ -153,6 +154,13 @@ class TeacherStudent(DataLandscape):
     def unflatten(self, theta: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The student's ``(W [..., in, out], b [..., out])`` per layer."""
         return unflatten(theta, self.sizes)
+
+    def heldout_examples(self, generator: torch.Generator, r: int, m: int) -> Batch:
+        """Fresh inputs and label noise.  With batch norm the held-out loss normalises with the
+        held-out set's own full-batch statistics (as ``true_loss`` does with the training set's)."""
+        p = self.params
+        return {"x": torch.randn(m, p.inputs, generator=generator, dtype=torch.float64),
+                "noise": torch.randn(m, p.outputs, generator=generator, dtype=torch.float64) * p.noise_std}
 
     def labelled(self, examples: Batch, concept: torch.Tensor) -> Batch:
         y = mlp_forward(concept.unsqueeze(1), examples["x"], self.teacher_sizes, self.params.activation).squeeze(1)
