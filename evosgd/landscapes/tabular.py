@@ -201,7 +201,7 @@ def _finish(x: np.ndarray, y: np.ndarray, task: str, source: str, names: list[st
             bad_rows |= np.array([v is None or (isinstance(v, float) and v != v) for v in y_arr])
     if bad_rows.any():
         rows = np.flatnonzero(bad_rows)
-        raise _bad("dataset", p.dataset, f"{len(rows)} rows hold NaN or infinite values (first rows: "
+        raise _bad("dataset", p.dataset, f"{len(rows)} row(s) hold NaN or infinite values (first data rows, counted from 0: "
                    f"{', '.join(str(int(i)) for i in rows[:5])})", "finite numbers only (drop or impute them first)", where)
     n_classes = 0
     if task == "classification":
