@@ -185,3 +185,16 @@ def test_bad_data_input_exits_2_naming_file_key_and_allowed(case, landscape, key
     msg = err.err + err.out
     assert "Traceback" not in msg
     assert str(scen) in msg and key in msg and needle in msg and "allowed" in msg, msg
+
+
+def test_data_file_digest_enters_the_resolved_parameters_and_the_run_id(tmp_path):
+    from evosgd.scenario import load_scenario
+
+    _table().to_csv(tmp_path / "ok.csv", index=False)
+    scen = tmp_path / "s.toml"
+    scen.write_text(BAD.format(landscape=f'dataset = "{tmp_path}/ok.csv"\ntarget = "label"'))
+    first = load_scenario(scen)
+    assert first.runs[0].landscape.params["dataset_sha256"] == load_table(
+        TabularParams(dataset=str(tmp_path / "ok.csv"), target="label", task="classification")).sha256
+    _table(seed=1).to_csv(tmp_path / "ok.csv", index=False)  # the data change: so does the run id
+    assert load_scenario(scen).runs[0].run_id != first.runs[0].run_id

@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evosgd.core.errors import ConfigError
 from evosgd.core.seeding import derive_seed
@@ -66,6 +66,22 @@ class TabularParams(BaseModel):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the examples held out for the test")
     standardize: bool = Field(True, description="centre and scale features (and a regression target) with training-split "
                                                 "statistics")
+    dataset_sha256: str | None = Field(None, description="SHA-256 of a data file, filled in when the scenario is read (the "
+                                                          "file's content is then part of the run id and the manifest); a "
+                                                          "given value must match the file")
+
+    @model_validator(mode="after")
+    def _hash_data_file(self) -> "TabularParams":
+        # the run id hashes the resolved parameters: with the file's digest among them, editing the
+        # file makes new runs instead of resuming the old ones (a missing file is the loader's error)
+        path = Path(self.dataset).expanduser()
+        if self.dataset not in BUNDLED and path.is_file():
+            digest = file_sha256(path)
+            if self.dataset_sha256 is not None and self.dataset_sha256 != digest:
+                raise ValueError(f"the file {self.dataset} now has SHA-256 {digest}, not the {self.dataset_sha256} given "
+                                 "(the data changed since the scenario was resolved)")
+            self.dataset_sha256 = digest
+        return self
 
 
 @dataclass
@@ -106,6 +122,14 @@ class DataSplits:
         return DataSplits(move(self.train), move(self.validation), move(self.test), self.task, self.n_classes, self.info)
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _bad(key: str, given, problem: str, allowed: str, where: str) -> ConfigError:
     return ConfigError(f"{where}.{key} = {given!r}: {problem}; allowed: {allowed}")
 
@@ -141,7 +165,7 @@ def load_table(p: TabularParams, where: str = "landscape") -> Table:
         raise _bad("dataset", p.dataset, f"file not found (looked for {path.resolve()})", allowed_src, where)
     if p.task is None:
         raise _bad("task", None, f"a data file needs its task", "'classification' or 'regression'", where)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = p.dataset_sha256 or file_sha256(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
