@@ -5,16 +5,19 @@ with the training split's running statistics."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.utils import vector_to_parameters
 
 from evosgd.core.errors import ConfigError
-from evosgd.landscapes import ModelLandscape, build_landscape, per_example_grads, splits_from_arrays
+from evosgd.landscapes import (
+    ModelLandscape,
+    build_landscape,
+    per_example_grads,
+    splits_from_arrays,
+)
 
 TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 
@@ -29,10 +32,10 @@ def toy_landscape(dtype, *, bn=False, loss="cross_entropy", replicates=2, n=60, 
     x = torch.randn(n, 5, generator=g, dtype=torch.float64)
     if loss == "cross_entropy":
         y = torch.arange(n) % 3
-        net = lambda: small_net(bn)  # noqa: E731
+        net = lambda: small_net(bn)
     else:
         y = x[:, 0] - 2 * x[:, 1] + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
-        net = lambda: nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 1))  # noqa: E731
+        net = lambda: nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 1))
     splits = splits_from_arrays(x, y, task="classification" if loss == "cross_entropy" else "regression",
                                 replicates=replicates, seed=3)
     return ModelLandscape(net, splits, loss=loss, l2=l2, replicates=replicates, seed=3, dtype=dtype), net

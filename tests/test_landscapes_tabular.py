@@ -52,6 +52,10 @@ def test_csv_parquet_and_npy_give_the_same_splits(tmp_path):
         for split in ("train", "validation", "test"):
             assert torch.equal(getattr(s, split)["x"], getattr(got[0], split)["x"])
             assert torch.equal(getattr(s, split)["y"], getattr(got[0], split)["y"])
+    # a scenario names the file alone: the model kind gives the task
+    ls = build_landscape("mlp_classifier", {"dataset": str(tmp_path / "t.csv"), "target": "label", "hidden": [4]},
+                         replicates=2, seed=4, dtype=torch.float64)
+    assert ls.n_classes == 3 and torch.equal(ls.splits.test["y"], got[0].test["y"])
     # a feature subset by name
     t = load_table(TabularParams(dataset=str(tmp_path / "t.csv"), target="label", features=["c", "a"], task="classification"))
     assert np.allclose(t.x, df[["c", "a"]].to_numpy())

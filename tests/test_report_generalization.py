@@ -8,7 +8,11 @@ import pandas as pd
 from scipy import stats
 
 from evosgd.report.document import Document
-from evosgd.report.generalization import final_heldout, generalization_section, summary_table
+from evosgd.report.generalization import (
+    final_heldout,
+    generalization_section,
+    summary_table,
+)
 
 
 def _runs(heldout: bool = True) -> pd.DataFrame:

@@ -33,7 +33,6 @@ from evosgd.core.seeding import derive_seed, make_generator
 from evosgd.landscapes.analytic import haar_orthogonal
 from evosgd.landscapes.base import Batch, Landscape, Time
 
-
 #: size cap of each synthetic held-out split (validation, test): min(n_examples, HELDOUT_MAX) examples
 HELDOUT_MAX = 1024
 

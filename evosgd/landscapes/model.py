@@ -39,11 +39,12 @@ away from the one the network was initialised on (covariate shift).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from evosgd.core.errors import ConfigError
 from evosgd.core.seeding import derive_seed

@@ -61,7 +61,8 @@ class TabularParams(BaseModel):
     features: list[str] | None = Field(None, description="feature columns of a CSV/Parquet file; None = every column but "
                                                           "the target")
     task: Literal["classification", "regression"] | None = Field(
-        None, description="classification or regression; None = the bundled data set's task (files: required)")
+        None, description="classification or regression; None = the bundled data set's task, or for a file the "
+                    "task of the model kind (mlp_classifier: classification, mlp_regressor: regression)")
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of the examples held out for validation")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the examples held out for the test")
     standardize: bool = Field(True, description="centre and scale features (and a regression target) with training-split "
@@ -71,7 +72,7 @@ class TabularParams(BaseModel):
                                                           "given value must match the file")
 
     @model_validator(mode="after")
-    def _hash_data_file(self) -> "TabularParams":
+    def _hash_data_file(self) -> TabularParams:
         # the run id hashes the resolved parameters: with the file's digest among them, editing the
         # file makes new runs instead of resuming the old ones (a missing file is the loader's error)
         path = Path(self.dataset).expanduser()
@@ -113,7 +114,7 @@ class DataSplits:
     def features(self) -> int:
         return int(self.train["x"].shape[-1])
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "DataSplits":
+    def to(self, device: torch.device, dtype: torch.dtype) -> DataSplits:
         def move(s):
             if s is None:
                 return None
@@ -164,7 +165,7 @@ def load_table(p: TabularParams, where: str = "landscape") -> Table:
     if not path.is_file():
         raise _bad("dataset", p.dataset, f"file not found (looked for {path.resolve()})", allowed_src, where)
     if p.task is None:
-        raise _bad("task", None, f"a data file needs its task", "'classification' or 'regression'", where)
+        raise _bad("task", None, "a data file needs its task", "'classification' or 'regression'", where)
     sha = p.dataset_sha256 or file_sha256(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":

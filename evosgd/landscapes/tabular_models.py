@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn as nn
 from pydantic import Field
+from torch import nn
 
 from evosgd.core.errors import ConfigError, ParameterError
 from evosgd.core.registry import LANDSCAPES
@@ -56,7 +56,8 @@ class MLPClassifierParams(TabularParams):
 
 
 class MLPRegressorParams(MLPClassifierParams):
-    pass
+    dataset: str = Field("diabetes", description="a bundled scikit-learn regression data set (diabetes) or the path of a "
+                                                 ".csv, .parquet or .npy file")
 
 
 def _build(params: TabularParams, kind: str, task: str, hidden: list[int], activation: str, batch_norm: bool,
