@@ -148,6 +148,9 @@ def test_quick_run_records_heldout_loss_and_accuracy(tmp_path):
     for col in ("validation_loss", "test_loss", "train_accuracy", "validation_accuracy", "test_accuracy"):
         assert col in runs and runs[col].notna().all(), col
     assert runs["test_accuracy"].between(0, 1).all()
+    # the held-out measures are not charged: an SGD step of b = 32 costs 32 per-example gradients x 3
+    sgd = runs[runs["label"] == "sgd"]
+    assert np.array_equal(sgd["cost"].to_numpy(), sgd["step"].to_numpy() * 32 * 3.0)
     start = runs[runs["cost"] == 0]
     assert np.allclose(start.groupby("replicate")["test_loss"].nunique(), 1)  # every optimizer starts at the same point
 
