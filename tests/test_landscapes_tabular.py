@@ -205,3 +205,20 @@ def test_data_file_digest_enters_the_resolved_parameters_and_the_run_id(tmp_path
         TabularParams(dataset=str(tmp_path / "ok.csv"), target="label", task="classification")).sha256
     _table(seed=1).to_csv(tmp_path / "ok.csv", index=False)  # the data change: so does the run id
     assert load_scenario(scen).runs[0].run_id != first.runs[0].run_id
+
+
+def test_teacher_student_batch_norm_heldout_uses_training_statistics():
+    # with the held-out inputs equal to the training inputs, eval mode (training statistics) gives
+    # exactly the full-batch training loss; on fresh inputs it differs from normalising them by
+    # their own statistics
+    ls = build_landscape("teacher_student", {"n_examples": 300, "batch_norm": True}, replicates=2, seed=1,
+                         dtype=torch.float64)
+    from evosgd.landscapes.mlp import mlp_forward, mlp_forward_eval
+
+    th = ls.initial_point.unsqueeze(1)
+    x = ls.data["x"]
+    torch.testing.assert_close(mlp_forward_eval(th, x, x, ls.sizes, "tanh"), mlp_forward(th, x, ls.sizes, "tanh", True))
+    h = ls.heldout_metrics(ls.initial_point)
+    val = ls.labelled(ls.heldout_sets()["validation"], ls.concept)
+    own_stats = ls.loss(ls.initial_point, val)
+    assert not torch.allclose(h["validation_loss"], own_stats)
