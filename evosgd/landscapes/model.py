@@ -153,7 +153,9 @@ class ModelLandscape(DataLandscape):
         def one(th: torch.Tensor, st: dict[str, torch.Tensor], xx: torch.Tensor) -> torch.Tensor:
             return functional_call(module, (self.unflatten(th), st, fixed), (xx,), strict=False)
 
-        module.train(train)
+        switch = module.training != train  # Module.train walks every submodule: only when the mode changes
+        if switch:
+            module.train(train)
         try:
             if P == 1:  # one network per replicate (an SGD step): one vmap level, half the dispatch
                 out = vmap(one, in_dims=(0, 0, 0))(theta[:, 0], {k: v[:, 0] for k, v in stats.items()}, x)
@@ -161,7 +163,8 @@ class ModelLandscape(DataLandscape):
             over_population = vmap(one, in_dims=(0, 0, None))
             return vmap(over_population, in_dims=(0, 0, 0))(theta, stats, x)
         finally:
-            module.train(True)
+            if switch:
+                module.train(True)
 
     def _example_loss(self, out: torch.Tensor, y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """Per-example losses ``[R, P, n]`` of outputs ``out [R, P, n, k]`` against ``y [R, n(, k)]``."""
