@@ -167,3 +167,9 @@ def test_registered_mlp_classifier_equals_a_hand_built_module():
     # softmax regression is a linear model on the same split
     sr = build_landscape("softmax_regression", {"dataset": "iris", "l2": 0.0}, replicates=2, seed=5, dtype=torch.float64)
     assert sr.dim == 4 * 3 + 3 and torch.equal(sr.splits.test["x"], ls.splits.test["x"])
+
+
+def test_dataset_by_name_gives_the_registered_kinds_split():
+    ls = ModelLandscape(lambda: nn.Linear(4, 3), "iris", replicates=2, seed=5, dtype=torch.float64)
+    ref = build_landscape("softmax_regression", {"dataset": "iris"}, replicates=2, seed=5, dtype=torch.float64)
+    assert torch.equal(ls.splits.train["x"], ref.splits.train["x"]) and ls.n_classes == 3

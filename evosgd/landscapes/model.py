@@ -2,7 +2,7 @@
 vector.
 
     landscape = ModelLandscape(lambda: nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)),
-                               splits, loss="cross_entropy", replicates=4, seed=0, device="cpu")
+                               "digits", loss="cross_entropy", replicates=4, seed=0, device="cpu")
 
 theta ``[R, *S, D]`` is the concatenation of ``module.named_parameters()``, each flattened in
 row-major order (``nn.Linear``: weight ``[out, in]`` then bias).  A point is evaluated with
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,7 +51,13 @@ from evosgd.core.errors import ConfigError
 from evosgd.core.seeding import derive_seed
 from evosgd.landscapes.base import Batch, Time
 from evosgd.landscapes.data import DataLandscape
-from evosgd.landscapes.tabular import DataSplits, splits_from_arrays
+from evosgd.landscapes.tabular import (
+    BUNDLED,
+    DataSplits,
+    TabularParams,
+    splits_from_arrays,
+    splits_from_params,
+)
 
 LOSSES = ("cross_entropy", "mse")
 #: modules that draw random numbers in train mode: their draws would not come from the run's generator
@@ -59,7 +66,9 @@ RANDOM_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Alpha
 
 class ModelLandscape(DataLandscape):
     """``module_factory`` (no arguments, returns a fresh ``nn.Module``) + ``dataset`` (a
-    :class:`DataSplits`, or ``(x, y)`` arrays that are split like a table) + ``loss``.
+    :class:`DataSplits`; ``(x, y)`` arrays, split like a table; or the name of a bundled data set /
+    the path of a CSV, Parquet or .npy file, see :mod:`evosgd.landscapes.tabular`) + ``loss``.
+    BN layers built with ``track_running_stats=False`` use batch statistics in eval mode too.
 
     Replicate r's starting point is the module's own initialisation drawn under
     ``torch.manual_seed(derive_seed(seed, "landscape", r, "init"))``; its data split is the one
@@ -73,9 +82,13 @@ class ModelLandscape(DataLandscape):
                  params: Any = None) -> None:
         if loss not in LOSSES:
             raise ConfigError(f"ModelLandscape: loss {loss!r} is not supported; allowed: {', '.join(LOSSES)}")
-        if not isinstance(dataset, DataSplits):
+        task = "classification" if loss == "cross_entropy" else "regression"
+        if isinstance(dataset, (str, Path)):  # a bundled data set's name or a file's path
+            name = str(dataset)
+            dataset = splits_from_params(TabularParams(dataset=name, task=None if name in BUNDLED else task),
+                                         replicates=replicates, seed=seed, where="dataset")
+        elif not isinstance(dataset, DataSplits):
             x, y = dataset
-            task = "classification" if loss == "cross_entropy" else "regression"
             dataset = splits_from_arrays(x, y, task=task, replicates=replicates, seed=seed)
         if (loss == "cross_entropy") != (dataset.task == "classification"):
             raise ConfigError(f"ModelLandscape: loss {loss!r} does not fit a {dataset.task} data set; allowed: "
