@@ -222,3 +222,15 @@ def test_teacher_student_batch_norm_heldout_uses_training_statistics():
     val = ls.labelled(ls.heldout_sets()["validation"], ls.concept)
     own_stats = ls.loss(ls.initial_point, val)
     assert not torch.allclose(h["validation_loss"], own_stats)
+
+
+def test_landscapes_without_heldout_data_get_nan_columns():
+    from evosgd.run.engine import HELDOUT_COLUMNS, run_one
+    from evosgd.scenario import load_scenario
+
+    sc = load_scenario({"scenario": {"name": "nan", "replicates": 2, "seed": 0, "device": "cpu",
+                                     "budget": {"max_cost": 200}},
+                        "landscape": {"kind": "sphere", "dim": 3},
+                        "optimizer": [{"label": "sgd", "kind": "sgd", "lr": 0.1, "batch_size": 2}]})
+    frame = run_one(sc.runs[0], device="cpu").frame
+    assert all(c in frame and frame[c].isna().all() for c in HELDOUT_COLUMNS)

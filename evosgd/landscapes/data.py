@@ -17,6 +17,13 @@ optimum and optimal loss are those of the dataset labelled by the concept at t.
 (so it is exactly the mean of the per-example losses of ``take(arange(n))``), and ``sample(b)``
 draws b indices uniformly with replacement, so a mini-batch loss (and its gradient) is an unbiased
 estimate of the true loss (and its gradient) for ``per_example_separable`` landscapes.
+
+Held-out data: :meth:`DataLandscape.heldout_metrics` gives the validation and test loss (and
+accuracy for classification) at theta, what the recorder stores beside the training loss (never
+charged).  The synthetic landscapes draw fresh validation and test examples from the same
+distribution, from a stream of their own (``derive_seed(seed, "landscape", r, "heldout", split)``,
+so the training set, concept and starting point are those of a landscape without them); the real
+tables of :mod:`evosgd.landscapes.tabular` are split train / validation / test.
 """
 
 from __future__ import annotations
