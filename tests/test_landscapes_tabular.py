@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from evosgd.cli import main
+from evosgd.core.errors import ConfigError
 from evosgd.landscapes import build_landscape
 from evosgd.landscapes.tabular import TabularParams, load_table, split_table
 
@@ -122,6 +123,8 @@ def test_feature_shift_drift_moves_training_and_heldout_inputs():
     test_moved = {"x": static.splits.test["x"] + shift.unsqueeze(1), "y": static.splits.test["y"]}
     torch.testing.assert_close(h_moved["test_loss"], static.loss(theta, test_moved))
     assert not torch.allclose(h_moved["test_loss"], h_static["test_loss"])
+    with pytest.raises(ConfigError, match="rotation"):  # it would leave the zero shift at zero: refused
+        build_landscape("softmax_regression", {"dataset": "iris"}, drift={"kind": "rotation"}, **kw)
 
 
 def test_synthetic_heldout_loss_at_the_true_weights_is_the_noise_level():
@@ -182,7 +185,7 @@ kind = "sgd"
 def test_bad_data_input_exits_2_naming_file_key_and_allowed(case, landscape, key, needle, tmp_path, capsys):
     df = _table()
     df.to_csv(tmp_path / "ok.csv", index=False)
-    df.assign(b=["x%d" % i for i in range(len(df))]).to_csv(tmp_path / "words.csv", index=False)
+    df.assign(b=[f"x{i}" for i in range(len(df))]).to_csv(tmp_path / "words.csv", index=False)
     df.assign(a=df["a"].where(df.index != 7)).to_csv(tmp_path / "nan.csv", index=False)
     df.assign(label=np.where(df.index == 3, 9, df["label"])).to_csv(tmp_path / "lonely.csv", index=False)
     scen = tmp_path / "bad.toml"

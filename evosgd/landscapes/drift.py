@@ -352,6 +352,10 @@ def wrap_with_drift(landscape: Landscape, drift: dict[str, Any] | None, *, seed:
     if kind is None:
         raise ConfigError(f"landscape.drift: 'kind' is missing; allowed: {', '.join(DRIFTS.names())}")
     params = DRIFTS.validate(kind, spec, where=f"landscape.drift ({kind!r})")
+    refusal = getattr(landscape, "drift_refusal", None)
+    why = refusal(kind) if refusal is not None else None
+    if why:  # a drift that would leave this landscape unchanged is refused, not silently a no-op
+        raise ConfigError(f"landscape.drift.kind = {kind!r}: {why}")
     dim, center = drift_space(landscape)
     d = DRIFTS.get(kind).factory(params, replicates=landscape.replicates, seed=seed, dim=dim, center=center,
                                  device=landscape.device, dtype=landscape.dtype)

@@ -135,6 +135,15 @@ class ModelLandscape(DataLandscape):
             if self.data["x"].dim() == 3 else torch.zeros(replicates, 0, device=device, dtype=dtype)
         self.initial_point = torch.stack(inits).to(device, dtype)
 
+    def drift_refusal(self, kind: str) -> str | None:
+        """Why drift ``kind`` cannot move this landscape (None: it can)."""
+        if self.concept.shape[-1] == 0:
+            return "the feature-shift drift needs inputs [n, features]; allowed: no drift for other input shapes"
+        if kind == "rotation":
+            return ("the concept is a feature shift that starts at 0, which a rotation about 0 leaves at 0; allowed: "
+                    "linear, periodic, random_walk, switch")
+        return None
+
     # -- the functional forward ----------------------------------------------------------
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """The module's parameters as views of one flat ``theta [D]``."""
