@@ -110,7 +110,7 @@ def test_regression_target_is_standardized_on_train_and_mlp_regressor_runs():
 
 
 def test_feature_shift_drift_moves_training_and_heldout_inputs():
-    kw = dict(replicates=2, seed=3, dtype=torch.float64)
+    kw = {"replicates": 2, "seed": 3, "dtype": torch.float64}
     static = build_landscape("softmax_regression", {"dataset": "iris"}, **kw)
     drifting = build_landscape("softmax_regression", {"dataset": "iris"}, drift={"kind": "linear", "speed": 0.01}, **kw)
     theta = static.initial_point
