@@ -5,7 +5,10 @@ drift kind in :data:`DRIFTS`.  Build one with :func:`build_landscape`.
 
 Modules: ``analytic`` (sphere, ellipsoid, rosenbrock, rastrigin, ackley, griewank, schwefel,
 styblinski_tang, cliff), ``data`` (linear_regression, logistic_regression), ``mlp``
-(teacher_student), ``contrastive``, ``moving_peaks``, ``rnn`` (vanilla RNN, exploding gradients), ``drift`` (the drift wrapper).
+(teacher_student), ``contrastive``, ``moving_peaks``, ``rnn`` (vanilla RNN, exploding gradients), ``drift`` (the drift wrapper), ``model``
+(any ``nn.Module`` + data + loss as a landscape), ``tabular`` (real tables: bundled scikit-learn data
+sets and CSV/Parquet/.npy files, split and standardized), ``tabular_models`` (softmax_regression,
+mlp_classifier, mlp_regressor).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Any
 import torch
 
 from evosgd.core.registry import LANDSCAPES
-from evosgd.landscapes import analytic, contrastive, data, mlp, moving_peaks, rnn  # noqa: F401  (registers)
+from evosgd.landscapes import analytic, contrastive, data, mlp, moving_peaks, rnn, tabular_models  # noqa: F401  (registers)
+from evosgd.landscapes.model import ModelLandscape
+from evosgd.landscapes.tabular import DataSplits, splits_from_arrays
 from evosgd.landscapes.base import Batch, Landscape, Time, per_example_grads, per_replicate
 from evosgd.landscapes.drift import DRIFTS, DriftingLandscape, wrap_with_drift
 from evosgd.landscapes.mlp import unflatten
@@ -31,5 +36,6 @@ def build_landscape(kind: str, params: dict[str, Any] | None = None, *, replicat
     return wrap_with_drift(land, drift, seed=seed)
 
 
-__all__ = ["Batch", "DRIFTS", "DriftingLandscape", "LANDSCAPES", "Landscape", "Time", "build_landscape",
+__all__ = ["Batch", "DRIFTS", "DataSplits", "DriftingLandscape", "LANDSCAPES", "Landscape", "ModelLandscape", "Time",
+           "build_landscape", "splits_from_arrays",
            "per_example_grads", "per_replicate", "unflatten"]

@@ -17,6 +17,13 @@ optimum and optimal loss are those of the dataset labelled by the concept at t.
 (so it is exactly the mean of the per-example losses of ``take(arange(n))``), and ``sample(b)``
 draws b indices uniformly with replacement, so a mini-batch loss (and its gradient) is an unbiased
 estimate of the true loss (and its gradient) for ``per_example_separable`` landscapes.
+
+Held-out data: :meth:`DataLandscape.heldout_metrics` gives the validation and test loss (and
+accuracy for classification) at theta, what the recorder stores beside the training loss (never
+charged).  The synthetic landscapes draw fresh validation and test examples from the same
+distribution, from a stream of their own (``derive_seed(seed, "landscape", r, "heldout", split)``,
+so the training set, concept and starting point are those of a landscape without them); the real
+tables of :mod:`evosgd.landscapes.tabular` are split train / validation / test.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ from evosgd.core.registry import LANDSCAPES
 from evosgd.core.seeding import derive_seed, make_generator
 from evosgd.landscapes.analytic import haar_orthogonal
 from evosgd.landscapes.base import Batch, Landscape, Time
+
+#: size cap of each synthetic held-out split (validation, test): min(n_examples, HELDOUT_MAX) examples
+HELDOUT_MAX = 1024
 
 
 def gather_examples(data: Batch, indices: torch.Tensor) -> Batch:
@@ -94,6 +104,58 @@ class DataLandscape(Landscape):
 
     def optimal_loss_for(self, concept: torch.Tensor) -> torch.Tensor | None:
         return None
+
+    def heldout_examples(self, generator: torch.Generator, r: int, m: int) -> Batch | None:
+        """``m`` fresh examples (their own randomness, as in ``self.data``, without the replicate
+        dimension) of replicate r's distribution, drawn from ``generator``; None = no held-out data."""
+        return None
+
+    def accuracy(self, theta: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        """Share of correctly classified examples ``[R, *S]`` (classification landscapes), else None."""
+        return None
+
+    # -- held-out data ---------------------------------------------------------------------
+    def heldout_sets(self) -> dict[str, Batch]:
+        """Validation and test examples of a synthetic landscape: ``min(n_examples, HELDOUT_MAX)``
+        fresh draws each from the data distribution of replicate r, from ``derive_seed(seed,
+        "landscape", r, "heldout", split)`` (a stream of their own: the training data, the concept
+        and the starting point are the same as without them); drawn once, on first use."""
+        if "_heldout" not in self.__dict__:
+            seed = getattr(self, "seed", None)
+            sets: dict[str, Batch] = {}
+            if seed is not None:
+                m = min(self.n_examples or 0, HELDOUT_MAX)
+                for split in ("validation", "test"):
+                    rows = [self.heldout_examples(make_generator(derive_seed(seed, "landscape", r, "heldout", split)), r, m)
+                            for r in range(self.replicates)]
+                    if m and all(row is not None for row in rows):
+                        sets[split] = {k: torch.stack([row[k] for row in rows]).to(self.device, self.dtype)
+                                       for k in rows[0]}
+            self._heldout = sets
+        return self._heldout
+
+    def heldout_metrics_with(self, theta: torch.Tensor, concept: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``{split}_loss`` (the training loss formula on the held-out examples labelled by the
+        concept) and, for classification, ``{split}_accuracy`` (train included), each ``[R, *S]``."""
+        sets = self.heldout_sets()
+        if not sets:
+            return {}
+        c = self.concept if concept is None else concept
+        out: dict[str, torch.Tensor] = {}
+        acc = self.accuracy(theta, self.full_batch(concept))
+        if acc is not None:
+            out["train_accuracy"] = acc
+        for split, examples in sets.items():
+            batch = self.labelled(examples, c)
+            out[f"{split}_loss"] = self.loss(theta, batch)
+            acc = self.accuracy(theta, batch)
+            if acc is not None:
+                out[f"{split}_accuracy"] = acc
+        return out
+
+    def heldout_metrics(self, theta: torch.Tensor, t: Time = None) -> dict[str, torch.Tensor]:
+        """Held-out measures at ``theta`` (see :meth:`heldout_metrics_with`); never charged."""
+        return self.heldout_metrics_with(theta, None)
 
     def sample_indices(self, n: int, generator: torch.Generator, concept: torch.Tensor) -> torch.Tensor:
         """Indices ``[R, n]``: uniform with replacement (subclasses may sample differently)."""
@@ -183,11 +245,13 @@ class LinearRegression(DataLandscape):
         super().__init__(dim=params.features, n_examples=params.n_examples, replicates=replicates, device=device, dtype=dtype)
         self.params = params
         n, d = params.n_examples, params.features
+        self.seed, self._feature_maps = seed, []
         xs, eps, w, x0 = [], [], [], []
         for g in self.replicate_generators(seed, replicates):
             scales = torch.tensor(float(params.condition), dtype=torch.float64) ** (
                 0.5 * torch.arange(d, dtype=torch.float64) / max(d - 1, 1))
             q = haar_orthogonal(d, g) if params.condition > 1 else torch.eye(d, dtype=torch.float64)
+            self._feature_maps.append((scales, q))
             xs.append((torch.randn(n, d, generator=g, dtype=torch.float64) * scales) @ q.T)
             eps.append(torch.randn(n, generator=g, dtype=torch.float64))
             w.append(torch.randn(d, generator=g, dtype=torch.float64))
@@ -197,6 +261,11 @@ class LinearRegression(DataLandscape):
         self.data = {"x": self._x64.to(self.device, dtype), "noise": self._eps64.to(self.device, dtype)}
         self.concept = torch.stack(w).to(self.device, dtype)
         self.initial_point = torch.stack(x0).to(self.device, dtype)
+
+    def heldout_examples(self, generator: torch.Generator, r: int, m: int) -> Batch:
+        scales, q = self._feature_maps[r]
+        x = (torch.randn(m, self.dim, generator=generator, dtype=torch.float64) * scales) @ q.T
+        return {"x": x, "noise": torch.randn(m, generator=generator, dtype=torch.float64) * self.params.noise_std}
 
     def labelled(self, examples: Batch, concept: torch.Tensor) -> Batch:
         y = (examples["x"] * concept.unsqueeze(1)).sum(-1) + examples["noise"]
@@ -275,6 +344,7 @@ class LogisticRegression(DataLandscape):
         super().__init__(dim=params.features, n_examples=params.n_examples, replicates=replicates, device=device, dtype=dtype)
         self.params = params
         n, d = params.n_examples, params.features
+        self.seed = seed
         xs, us, w = [], [], []
         for g in self.replicate_generators(seed, replicates):
             xs.append(torch.randn(n, d, generator=g, dtype=torch.float64))
@@ -284,6 +354,17 @@ class LogisticRegression(DataLandscape):
         self.data = {"x": self._x64.to(self.device, dtype), "u": self._u64.to(self.device, dtype)}
         self.concept = torch.stack(w).to(self.device, dtype)
         self.initial_point = torch.zeros(replicates, d, device=self.device, dtype=dtype)
+
+    def heldout_examples(self, generator: torch.Generator, r: int, m: int) -> Batch:
+        return {"x": torch.randn(m, self.dim, generator=generator, dtype=torch.float64),
+                "u": torch.rand(m, generator=generator, dtype=torch.float64)}
+
+    def accuracy(self, theta: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Share of examples with ``sign(x . w) = s`` (a margin of 0 counts as wrong)."""
+        R = theta.shape[0]
+        m = torch.bmm(theta.reshape(R, -1, self.dim), batch["x"].transpose(1, 2))
+        hit = (m * batch["s"].unsqueeze(1) > 0).to(theta.dtype).mean(-1)
+        return hit.reshape(theta.shape[:-1])
 
     def labelled(self, examples: Batch, concept: torch.Tensor) -> Batch:
         p = torch.sigmoid((examples["x"] * concept.unsqueeze(1)).sum(-1))

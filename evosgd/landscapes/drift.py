@@ -303,6 +303,13 @@ class DriftingLandscape(Landscape):
             return self.inner.optimal_loss_for(self.concept_at(t))  # type: ignore[attr-defined]
         return self.inner.optimal_loss(t)
 
+    def heldout_metrics(self, theta: torch.Tensor, t: Time = None) -> dict[str, torch.Tensor]:
+        """Held-out measures of a data landscape with its held-out examples labelled (or shifted)
+        by the concept at t: the deployed distribution moves with the training one."""
+        if self.concept_mode and hasattr(self.inner, "heldout_metrics_with"):
+            return self.inner.heldout_metrics_with(theta, self.concept_at(t))  # type: ignore[attr-defined]
+        return {}
+
     @property
     def full_cost(self) -> float:
         return self.inner.full_cost
@@ -345,6 +352,10 @@ def wrap_with_drift(landscape: Landscape, drift: dict[str, Any] | None, *, seed:
     if kind is None:
         raise ConfigError(f"landscape.drift: 'kind' is missing; allowed: {', '.join(DRIFTS.names())}")
     params = DRIFTS.validate(kind, spec, where=f"landscape.drift ({kind!r})")
+    refusal = getattr(landscape, "drift_refusal", None)
+    why = refusal(kind) if refusal is not None else None
+    if why:  # a drift that would leave this landscape unchanged is refused, not silently a no-op
+        raise ConfigError(f"landscape.drift.kind = {kind!r}: {why}")
     dim, center = drift_space(landscape)
     d = DRIFTS.get(kind).factory(params, replicates=landscape.replicates, seed=seed, dim=dim, center=center,
                                  device=landscape.device, dtype=landscape.dtype)

@@ -94,6 +94,25 @@ def mlp_forward(theta: torch.Tensor, x: torch.Tensor, sizes: list[tuple[int, int
     return h
 
 
+def mlp_forward_eval(theta: torch.Tensor, x_train: torch.Tensor, x: torch.Tensor, sizes: list[tuple[int, int]],
+                     activation: str) -> torch.Tensor:
+    """Outputs ``[R, P, m, out]`` on inputs ``x [R, m, in]`` with every batch-norm layer using the
+    *training* inputs' statistics at theta (``x_train [R, n, in]``: population statistics, what
+    eval mode with converged running averages computes), not the statistics of ``x`` itself."""
+    act = ACTIVATIONS[activation]
+    layers = unflatten(theta, sizes)
+    h_tr, h = x_train.unsqueeze(1), x.unsqueeze(1)
+    last = len(layers) - 1
+    for j, (W, b) in enumerate(layers):
+        bv = b.unsqueeze(-2)
+        h_tr, h = torch.matmul(h_tr, W) + bv, torch.matmul(h, W) + bv
+        if j < last:
+            mu = h_tr.mean(dim=-2, keepdim=True)
+            sd = torch.sqrt(h_tr.var(dim=-2, unbiased=False, keepdim=True) + BN_EPS)
+            h_tr, h = act((h_tr - mu) / sd), act((h - mu) / sd)
+    return h
+
+
 def lecun_init(sizes: list[tuple[int, int]], generator: torch.Generator, bias_std: float = 0.0) -> torch.Tensor:
     """Flat weights with W ~ N(0, 1/fan_in) (LeCun et al. 1998) and biases ~ N(0, bias_std^2)."""
     parts = []
@@ -156,6 +175,7 @@ class TeacherStudent(DataLandscape):
         self.params = params
         self.realisable = self.teacher_sizes == self.sizes and params.noise_std == 0 and not params.batch_norm
         self.per_example_separable = not params.batch_norm
+        self.seed = seed
         xs, noise, teach, x0 = [], [], [], []
         for g in self.replicate_generators(seed, replicates):
             xs.append(torch.randn(params.n_examples, params.inputs, generator=g, dtype=torch.float64))
@@ -169,6 +189,29 @@ class TeacherStudent(DataLandscape):
     def unflatten(self, theta: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The student's ``(W [..., in, out], b [..., out])`` per layer."""
         return unflatten(theta, self.sizes)
+
+    def heldout_examples(self, generator: torch.Generator, r: int, m: int) -> Batch:
+        """Fresh inputs and label noise (held-out losses: see :meth:`heldout_metrics_with`)."""
+        p = self.params
+        return {"x": torch.randn(m, p.inputs, generator=generator, dtype=torch.float64),
+                "noise": torch.randn(m, p.outputs, generator=generator, dtype=torch.float64) * p.noise_std}
+
+    def heldout_metrics_with(self, theta: torch.Tensor, concept: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Held-out losses; with batch norm in eval mode: each layer normalised with the training
+        set's statistics at theta (:func:`mlp_forward_eval`), as a deployed network would be."""
+        if not self.params.batch_norm:
+            return super().heldout_metrics_with(theta, concept)
+        sets = self.heldout_sets()
+        c = self.concept if concept is None else concept
+        x_train = self.full_batch(concept)["x"]
+        R = theta.shape[0]
+        th = theta.reshape(R, -1, self.dim)
+        out = {}
+        for split, examples in sets.items():
+            batch = self.labelled(examples, c)
+            res = mlp_forward_eval(th, x_train, batch["x"], self.sizes, self.params.activation) - batch["y"].unsqueeze(1)
+            out[f"{split}_loss"] = (0.5 * (res * res).sum(-1)).mean(-1).reshape(theta.shape[:-1])
+        return out
 
     def labelled(self, examples: Batch, concept: torch.Tensor) -> Batch:
         y = mlp_forward(concept.unsqueeze(1), examples["x"], self.teacher_sizes, self.params.activation).squeeze(1)

@@ -177,6 +177,7 @@ class RNNRegression(DataLandscape):
                                  f"<= 2e8 (this one: {cells:.3g})", where=where)
         super().__init__(dim=rnn_dim(H, I), n_examples=n, replicates=replicates, device=device, dtype=dtype)
         self.params = params
+        self.seed = seed  # the held-out examples' stream (DataLandscape.heldout_sets)
         self.hidden, self.inputs = H, I
         self.realisable = params.task == "teacher" and params.noise_std == 0
         starts, teach, xs, noise = [], [], [], []
@@ -194,6 +195,11 @@ class RNNRegression(DataLandscape):
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """``W, U, c, v`` views of ``theta [..., D]``."""
         return unflatten_rnn(theta, self.hidden, self.inputs)
+
+    def heldout_examples(self, generator: torch.Generator, r: int, m: int) -> Batch:
+        p = self.params
+        return {"x": torch.randn(m, p.sequence_length, self.inputs, generator=generator, dtype=torch.float64) * p.input_std,
+                "noise": torch.randn(m, generator=generator, dtype=torch.float64) * p.noise_std}
 
     def labelled(self, examples: Batch, concept: torch.Tensor) -> Batch:
         x = examples["x"]

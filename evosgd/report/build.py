@@ -326,6 +326,10 @@ def _runs_sections(doc: Document, w: _Writer, runs: pd.DataFrame, manifest: dict
             burn_in = ((manifest.get("resolved") or {}).get("scenario") or {}).get("offline_error_from", 0.0)
         findings += _drift_section(doc, w, runs, drift, colors, measure, qname, float(burn_in or 0.0))
 
+    # --- held-out loss and accuracy (landscapes with validation/test data)
+    from evosgd.report.generalization import generalization_section
+    findings += generalization_section(doc, w, runs, colors)
+
     # --- sweeps
     findings += _sweep_section(doc, w, runs, variants, summary, targets, measure, colors, analyses)
 

@@ -12,7 +12,8 @@
 
 The recorder measures what contract 4 stores: the true loss at ``recommend()`` (never charged),
 the error against the optimal loss at the current time t, the best error so far, the distance to
-the optimum and the optimizer's metrics, one row per replicate and record point.
+the optimum, the held-out measures (validation/test loss and accuracy, where the landscape has
+held-out data) and the optimizer's metrics, one row per replicate and record point.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ BASE_COLUMNS = [
     "gradient_evaluations", "sim_time", "wall_time", "env_time", "true_loss", "error", "best_so_far", "distance",
     "optimal_loss", "diverged", "diverged_step",
 ]
+
+#: held-out measures at the recommendation (finite-sum landscapes with held-out data; NaN otherwise),
+#: like ``true_loss`` never charged to the budget
+HELDOUT_COLUMNS = ["train_accuracy", "validation_loss", "validation_accuracy", "test_loss", "test_accuracy"]
 
 
 class RunError(EvosgdError):
@@ -155,6 +160,10 @@ class Recorder:
             "true_loss": true_loss, "error": error, "best_so_far": self.best.copy(), "distance": distance,
             "optimal_loss": opt_loss, "diverged": self.diverged.copy(), "diverged_step": self.diverged_step.copy(),
         }
+        heldout = getattr(ls, "heldout_metrics", None)
+        measured = heldout(x, t) if heldout is not None else {}
+        for col in HELDOUT_COLUMNS:
+            rec[col] = _host(measured[col], R) if col in measured else np.full(R, np.nan)
         for name, value in (self.opt.metrics() or {}).items():
             col = f"m_{name}"
             if col not in self.metric_names:
@@ -170,7 +179,7 @@ class Recorder:
             "sweep": [json.dumps(run.sweep, sort_keys=True, default=str)] * (R * n),
             "replicate": np.tile(np.arange(R, dtype=np.int64), n), "seed": np.full(R * n, run.seed, dtype=np.int64),
         }
-        for c in BASE_COLUMNS[8:]:
+        for c in BASE_COLUMNS[8:] + HELDOUT_COLUMNS:
             cols[c] = np.concatenate([r[c] for r in self.records])
         cols["step"] = cols["step"].astype(np.int64)
         for c in self.metric_names:

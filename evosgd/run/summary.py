@@ -18,7 +18,8 @@ def final_rows(runs: pd.DataFrame) -> pd.DataFrame:
 
 def summary_table(runs: pd.DataFrame, manifest: dict | None = None) -> pd.DataFrame:
     """One row per run: label, swept values, replicates, median final/best error (or loss where
-    the optimum is unknown), the fraction of replicates whose best error reached each target,
+    the optimum is unknown), the median final test loss and accuracy where the landscape has
+    held-out data, the fraction of replicates whose best error reached each target,
     diverged replicates, median cost spent and the run's wall time."""
     manifest = manifest or {}
     targets = sorted(manifest.get("targets") or [], reverse=True)
@@ -40,6 +41,10 @@ def summary_table(runs: pd.DataFrame, manifest: dict | None = None) -> pd.DataFr
             "best (median)": float(np.nanmedian(g["best_so_far"].to_numpy(dtype=float)))
             if np.isfinite(g["best_so_far"].to_numpy(dtype=float)).any() else np.nan,
         }
+        for col, name in (("test_loss", "test loss (median)"), ("test_accuracy", "test acc (median)")):
+            held = g[col].to_numpy(dtype=float) if col in g else np.full(1, np.nan)
+            if np.isfinite(held).any():  # landscapes with held-out data (never charged to the budget)
+                row[name] = float(np.nanmedian(held))
         for t in targets:
             row[f"hit {t:g}"] = float((g["best_so_far"] <= t).mean())
         row["diverged"] = int(g["diverged"].sum())
