@@ -37,7 +37,8 @@ not reproduced; the Cauchy model is refused (its expectation is not finite).
 from __future__ import annotations
 
 import math
-from typing import Callable, ClassVar, Literal
+from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
