@@ -20,6 +20,9 @@ per instance, so R replicates are R instances and a result is an average over in
 The starting point is uniform in [-4, 4]^D (COCO's region of interest), drawn from the landscape
 seed of the replicate; the search domain is [-5, 5]^D.
 
+Precision: the values carry f_opt (|f_opt| up to 1000), so in float32 an error ``f - f_opt`` is
+resolved only to about 1e-7 |f_opt|; BBOB's final target 1e-8 needs ``dtype = "float64"``.
+
 Noise (the per-example noise models of the bbob-noisy suite, Hansen et al. 2009, "noisy
 functions definitions", on ``g = f - f_opt``): an example draws its own noise and a mini-batch
 mean estimates the expected value, which is ``true_loss``:
