@@ -133,3 +133,23 @@ def test_bad_parameters_refused():
     for bad in ({"function": 25}, {"dim": 1}, {"noise": "cauchy"}, {"instance": 0}):
         with pytest.raises((EvosgdError, ValueError)):
             build_landscape("bbob", bad)
+
+
+def test_step_ellipsoid_has_no_gradient_inside_the_box_and_noise_has_per_example_gradients():
+    """f7 is piecewise constant inside [-5, 5]^D (its rounding): autograd's gradient is exactly 0
+    there, the information a gradient method gets.  With multiplicative noise, per-example
+    gradients (torch.func.vmap) are the noise factors times the noise-free gradient."""
+    from evosgd.landscapes import per_example_grads
+
+    land = _land(7, 5, replicates=2)
+    x = torch.as_tensor(np.random.default_rng(2).uniform(-4.5, 4.5, size=(2, 5)))
+    _, g = land.loss_and_grad(x, land.sample(1, torch.Generator().manual_seed(0)))
+    assert torch.count_nonzero(g) == 0
+    noisy = build_landscape("bbob", {"function": 1, "dim": 3, "noise": "gaussian", "noise_severity": "severe"},
+                            replicates=2, dtype=torch.float64)
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    batch = noisy.sample(4, torch.Generator().manual_seed(1))
+    per = per_example_grads(noisy, x, batch)  # [R, n, D]
+    clean = 2.0 * (x - noisy.optimum())  # the sphere's gradient
+    factor = torch.exp(noisy.beta * batch["noise"])  # [R, n]
+    torch.testing.assert_close(per, factor.unsqueeze(-1) * clean.unsqueeze(1))
