@@ -7,6 +7,7 @@
     evosgd validate FILE... [--quick] [--max-runs N] [--plugin ...]
     evosgd list landscapes|optimizers|analyses|drifts|scenarios [--plugin ...]
     evosgd show RESULTS
+    evosgd export RESULTS --format ioh|coco [-o DIR] [--x-axis evaluations|cost]
 
 Every error that is the user's to fix is printed as a message (no traceback) with exit status 2;
 Ctrl-C exits with 130 after saying what was kept; a sweep with failed runs exits with 1.
@@ -99,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print a summary table of a results store")
     sh.add_argument("results", metavar="RESULTS", help="results folder (or the scenario file that produced it)")
     sh.add_argument("--out", default="results", metavar="DIR", help="results folder used when RESULTS is a scenario file")
+
+    ex = sub.add_parser("export", help="write a results store in the IOHprofiler (ioh) or COCO (coco) format")
+    ex.add_argument("results", metavar="RESULTS", help="results folder of one scenario (e.g. results/suite_bbob)")
+    ex.add_argument("--format", required=True, choices=["ioh", "coco"],
+                    help="ioh: IOHanalyzer / iohinspector (json + .dat); coco: cocopp (.info + .dat + .tdat, BBOB only)")
+    ex.add_argument("-o", "--out", default=None, metavar="DIR", help="output folder, one subfolder per algorithm "
+                    "(default: RESULTS-<format> beside the store)")
+    ex.add_argument("--x-axis", default="evaluations", choices=["evaluations", "cost"],
+                    help="evaluations: calls of the loss or its gradient on one example (default); "
+                         "cost: the budget ledger's cost, a gradient counting grad_cost evaluations")
     return p
 
 
@@ -117,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_all()  # the built-ins first: a plugin may not take a built-in's name
             load_plugins(args.plugin)
         return {"run": cmd_run, "report": cmd_report, "validate": cmd_validate, "list": cmd_list,
-                "show": cmd_show}[args.command](args)
+                "show": cmd_show, "export": cmd_export}[args.command](args)
     except EvosgdError as e:
         print(f"evosgd: error: {e}", file=sys.stderr)
         return 2
@@ -310,6 +321,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         labels = sorted({str(e.get("label")) for e in others.values()})
         print(f"\nalso in this store: {len(others)} finished run(s) of other options ({', '.join(labels)}), "
               f"not in the table above; they are listed under other_runs in {data.path / 'manifest.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from evosgd.run.export import export_store
+
+    folders = export_store(args.results, args.format, args.out, x_axis=args.x_axis)
+    where = folders[0].parent if folders else args.out
+    print(f"export ({args.format}, x-axis {args.x_axis}): {len(folders)} algorithm folder(s) in {where}")
+    if args.format == "coco":
+        print(f"  post-process: python -m cocopp {where}/*")
+    else:
+        print(f"  load: iohinspector.DataManager().add_folder('{where}'), or upload the folder to IOHanalyzer")
     return 0
 
 

@@ -23,6 +23,7 @@ sys.path.insert(0, str(BENCH))
 SCRIPTS = {
     "bench_ga": [],
     "bench_cmaes": [],
+    "bench_bbob_cmaes": [],
     "bench_sgd": [],
     "bench_wright_fisher": [],
     "bench_scaling": ["--engines", "ga,cmaes,wright_fisher,sgd"],
@@ -34,8 +35,10 @@ SCRIPTS = {
 def test_benchmark_script_runs_in_smoke_mode(script, tmp_path, capsys):
     if script == "bench_ga":
         pytest.importorskip("deap")
-    if script == "bench_cmaes":
+    if script in ("bench_cmaes", "bench_bbob_cmaes"):
         pytest.importorskip("cma")
+    if script == "bench_bbob_cmaes":
+        pytest.importorskip("ioh")
     module = importlib.import_module(script)
     out = tmp_path / f"{script}.json"
     argv = ["--smoke", "--threads", "1", "--json", str(out), *SCRIPTS[script]]
