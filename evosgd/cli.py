@@ -16,6 +16,7 @@ Ctrl-C exits with 130 after saying what was kept; a sweep with failed runs exits
 from __future__ import annotations
 
 import argparse
+import textwrap
 import re
 import sys
 import time
@@ -45,6 +46,16 @@ def _add_plugin_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
                         help="load your own landscapes/optimizers/analyses from a Python file or an importable module "
                              "(repeatable); installed 'evosgd.plugins' entry points load by themselves")
+
+
+#: the categories of ``evosgd list`` and what each holds
+LIST_CATEGORIES = {
+    "landscapes": "loss landscapes: analytic functions, BBOB, data models, real data sets",
+    "optimizers": "gradient methods, evolution strategies, genetic algorithms, populations",
+    "analyses": "[[analysis]] measurements: theory beside measurement, with a verdict",
+    "drifts": "[landscape.drift] kinds that move a landscape over time",
+    "scenarios": "the scenario files shipped in ./scenarios",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write the HTML/Markdown report of a results store")
     rep.add_argument("results", metavar="RESULTS", help="results folder of one scenario (e.g. results/quickstart)")
-    rep.add_argument("-o", "--out", default=None, metavar="DIR", help="report folder (default: reports/<name>/)")
+    rep.add_argument("--report-dir", default="reports", metavar="DIR",
+                     help="where the report goes: DIR/<name>/ (default: reports/), as for run --report")
+    rep.add_argument("-o", "--output", default=None, metavar="DIR",
+                     help="write the report into exactly this folder instead of REPORT_DIR/<name>/")
 
     v = sub.add_parser("validate", help="check scenario files without running them")
     v.add_argument("files", nargs="+", metavar="FILE")
@@ -93,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse a sweep that expands to more than N runs (default 10000)")
 
     ls = sub.add_parser("list", help="list registered components or shipped scenarios")
-    ls.add_argument("what", choices=["landscapes", "optimizers", "analyses", "drifts", "scenarios"])
+    ls.add_argument("what", nargs="?", choices=list(LIST_CATEGORIES),
+                    help="what to list (without it: the categories)")
     ls.add_argument("--brief", action="store_true", help="names and descriptions only")
     _add_plugin_option(ls)
 
@@ -105,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("results", metavar="RESULTS", help="results folder of one scenario (e.g. results/suite_bbob)")
     ex.add_argument("--format", required=True, choices=["ioh", "coco"],
                     help="ioh: IOHanalyzer / iohinspector (json + .dat); coco: cocopp (.info + .dat + .tdat, BBOB only)")
-    ex.add_argument("-o", "--out", default=None, metavar="DIR", help="output folder, one subfolder per algorithm "
+    ex.add_argument("-o", "--output", default=None, metavar="DIR", help="output folder, one subfolder per algorithm "
                     "(default: RESULTS-<format> beside the store)")
     ex.add_argument("--x-axis", default="evaluations", choices=["evaluations", "cost"],
                     help="evaluations: calls of the loss or its gradient on one example (default); "
@@ -136,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nevosgd: interrupted; every finished run is kept. Run the same command again to resume.",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`evosgd list scenarios | head`): not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 # ----------------------------------------------------------------------------- commands
@@ -210,11 +230,29 @@ def _report(results: Path, out: Path | None) -> Path:
     return Path(path) if path is not None else Path(out or "reports")
 
 
+def _store_name(root: Path) -> str:
+    """The scenario name of a results store (its manifest's, checked as the loader checks names)."""
+    import json
+    import re
+
+    from evosgd.scenario.schema import NAME_PATTERN
+
+    try:
+        name = json.loads((Path(root) / "manifest.json").read_text(encoding="utf-8")).get("scenario")
+    except (OSError, ValueError, AttributeError, RecursionError):  # load_store says what is wrong with it
+        name = None
+    for candidate in (name, Path(root).name):
+        if isinstance(candidate, str) and re.fullmatch(NAME_PATTERN, candidate) and len(candidate) <= 100:
+            return candidate
+    raise ConfigError(f"{root}: no valid scenario name in its manifest.json; give the report folder with -o DIR")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from evosgd.run.store import find_store
 
     root = find_store(args.results)
-    path = _report(root, Path(args.out) if args.out else None)
+    out = Path(args.output) if args.output else Path(args.report_dir) / _store_name(root)
+    path = _report(root, out)
     print(f"report: {path}")
     return 0
 
@@ -236,6 +274,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.what is None:
+        width = max(map(len, LIST_CATEGORIES))
+        print("evosgd list CATEGORY, one of:")
+        for name, what in LIST_CATEGORIES.items():
+            print(f"  {name:<{width}}  {what}")
+        return 0
     from evosgd.core.registry import ANALYSES, LANDSCAPES, OPTIMIZERS, load_all
 
     load_all()
@@ -293,7 +337,7 @@ def _list_scenarios() -> int:
             desc = str((doc.get("scenario") or {}).get("description", "")).strip().replace("\n", " ")
         except Exception as e:  # listing must not stop at one broken file
             desc = f"(unreadable: {e})"
-        print(f"{f}  {desc[:150]}")
+        print(f"{f}  {textwrap.shorten(desc, 150, placeholder=' ...')}")
     return 0
 
 
@@ -327,8 +371,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from evosgd.run.export import export_store
 
-    folders = export_store(args.results, args.format, args.out, x_axis=args.x_axis)
-    where = folders[0].parent if folders else args.out
+    folders = export_store(args.results, args.format, args.output, x_axis=args.x_axis)
+    where = folders[0].parent if folders else args.output
     print(f"export ({args.format}, x-axis {args.x_axis}): {len(folders)} algorithm folder(s) in {where}")
     if args.format == "coco":
         print(f"  post-process: python -m cocopp {where}/*")
