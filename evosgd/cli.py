@@ -184,9 +184,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = args.command_line
     for sc in scenarios:
         t0 = time.perf_counter()
+        view = ProgressView(bars=not args.no_progress)
         store = execute_scenario(sc, args.out, workers=args.workers, force=args.force, progress=not args.no_progress,
                                  command=command, threads=args.threads, executor=_executor(args),
-                                 wait=not args.no_wait, notify=lambda msg: print(f"evosgd: {msg}", file=sys.stderr))
+                                 wait=not args.no_wait, notify=lambda msg: print(f"evosgd: {msg}", file=sys.stderr),
+                                 events=view)
         data = load_store(store.root)
         runs = data.manifest.get("runs", {})
         n_failed = sum(1 for e in runs.values() if e.get("status") == "failed")
@@ -199,6 +201,59 @@ def cmd_run(args: argparse.Namespace) -> int:
             path = _report(store.root, Path(args.report_dir) / sc.name)
             print(f"report: {path}")
     return status
+
+
+class ProgressView:
+    """Renders the runner's events (:mod:`evosgd.run.events`) on the terminal: the work to do, a
+    bar of finished runs with the runs in flight as its postfix, failures as they happen, and a time
+    estimate once the first run has finished."""
+
+    def __init__(self, bars: bool = True) -> None:
+        self.bars, self.bar, self.started = bars, None, None
+        self.in_flight: dict[str, tuple[str, float]] = {}
+        self.finished = 0
+
+    def __call__(self, event) -> None:
+        from evosgd.run import events as ev
+
+        if isinstance(event, ev.SweepStarted):
+            self.started, self.workers, self.pending = time.perf_counter(), event.workers, event.pending
+            done = event.total - event.pending
+            print(f"{event.scenario}: {event.pending} run(s) to do" + (f" ({done} already finished)" if done else "")
+                  + f" x {event.replicates} replicate(s) x budget {event.budget}, on {event.workers} "
+                  f"process(es)", file=sys.stderr)
+            if self.bars and event.pending:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=event.total, initial=done, desc=event.scenario, unit="run", dynamic_ncols=True)
+        elif isinstance(event, ev.RunProgress):
+            self.in_flight[event.run_id] = (event.label, event.fraction)
+            self._postfix()
+        elif isinstance(event, ev.RunFinished):
+            self.in_flight.pop(event.run_id, None)
+            self.finished += 1
+            if event.status == "failed":
+                self._say(f"run {event.label} {event.sweep} failed: {event.error}")
+            if self.finished == 1 and self.pending > 1:
+                left = (time.perf_counter() - self.started) * (self.pending - 1) / max(1, self.workers)
+                self._say(f"first run finished: about {left:.0f} s for the other {self.pending - 1}")
+            if self.bar is not None:
+                self.bar.update(1)
+                self._postfix()
+        elif isinstance(event, ev.SweepFinished) and self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _postfix(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(", ".join(f"{label} {100 * f:.0f}%" for label, f in self.in_flight.values()),
+                                     refresh=True)
+
+    def _say(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
 
 
 def _max_runs(args: argparse.Namespace) -> dict:

@@ -9,6 +9,7 @@ run (its file and manifest entry are written as soon as it finishes); the same c
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from evosgd.core.device import device_description, resolve_device
 from evosgd.core.dtype import resolve_dtype
 from evosgd.core.errors import EvosgdError
 from evosgd.core.registry import ANALYSES, LANDSCAPES, OPTIMIZERS
+from evosgd.run.events import Event, Listener, ProgressSink, RunFinished, RunProgress, SweepFinished, SweepStarted
 from evosgd.run.executors import Executor, make_executor
 from evosgd.run.memory import check_memory
 from evosgd.run.store import ResultsStore, load_store
@@ -37,7 +39,6 @@ class Task:
     run: RunSpec
     root: str
     device: str
-    inner_progress: bool = False
     threads: int = 1
 
 
@@ -57,32 +58,20 @@ def execute_run(task: Task) -> TaskResult:
 
     run = task.run
     t0 = time.perf_counter()
-    bar = None
     threads = torch.get_num_threads()
     # One intra-op thread per run: runs are parallel across worker processes, and on small
     # tensors torch's thread pool costs more than it gains (10x slower on a busy machine).
     torch.set_num_threads(max(1, task.threads))
     try:
-        if task.inner_progress:
-            from tqdm import tqdm
+        from evosgd.run.executors import report_progress
 
-            bar = tqdm(total=1000, desc=f"  {run.label}", leave=False, position=1, unit="‰",
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}", mininterval=0.5)
+        last = [-1.0, 0.0]
 
-            def progress(frac: float) -> None:
-                n = int(frac * 1000)
-                if n > bar.n:
-                    bar.update(n - bar.n)
-        else:
-            from evosgd.run.executors import report_progress
-
-            last = [-1.0, 0.0]
-
-            def progress(frac: float) -> None:  # to the parent's bar, at most every 0.5 s
-                now = time.perf_counter()
-                if frac - last[0] >= 0.01 and now - last[1] >= 0.5:
-                    if report_progress(run.run_id, run.label, frac):
-                        last[0], last[1] = frac, now
+        def progress(frac: float) -> None:  # to whoever watches (RunProgress events), at most every 0.5 s
+            now = time.perf_counter()
+            if frac - last[0] >= 0.01 and now - last[1] >= 0.5:
+                if report_progress(run.run_id, run.label, frac):
+                    last[0], last[1] = frac, now
         if run.plugins:  # a worker process: load the plugins the parent loaded (hashes checked)
             from evosgd.core.plugins import ensure_plugins
 
@@ -104,8 +93,6 @@ def execute_run(task: Task) -> TaskResult:
         return TaskResult(run.run_id, "failed", f"{type(e).__name__}: {e}{where}", time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
-        if bar is not None:
-            bar.close()
 
 
 def is_allocation_failure(e: BaseException) -> bool:
@@ -139,8 +126,9 @@ def git_revision() -> str | None:
     if out.returncode != 0:
         return None
     rev = out.stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=5)
+    # reports/ holds outputs (the example reports being regenerated), not code: it does not make the tree dirty
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)reports"], capture_output=True, text=True, timeout=5)
     return rev + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
@@ -195,12 +183,13 @@ def run_scenario(
     threads: int = 1,
     wait: bool = True,
     notify: Callable[[str], None] | None = None,
+    events: Listener | None = None,
 ) -> pd.DataFrame:
     """Run a scenario (a path, a dict, or a loaded :class:`Scenario`) into ``out/<name>/`` and
     return every run's rows as one DataFrame (contract 4).  See :func:`execute_scenario`."""
     store = execute_scenario(scenario, out, quick=quick, workers=workers, force=force, device=device,
                              replicates=replicates, progress=progress, executor=executor, command=command,
-                             threads=threads, wait=wait, notify=notify)
+                             threads=threads, wait=wait, notify=notify, events=events)
     return load_store(store.root).runs
 
 
@@ -219,11 +208,14 @@ def execute_scenario(
     threads: int = 1,
     wait: bool = True,
     notify: Callable[[str], None] | None = None,
+    events: Listener | None = None,
 ) -> ResultsStore:
     """Execute a scenario and return its store.  ``quick``, ``device`` and ``replicates`` override
     the file; ``force`` redoes finished runs; ``workers`` None: one per CPU core, or 1 (serial) in
     quick mode;
     ``threads``: torch intra-op threads per run (1 suits many small runs in parallel).
+    ``events``: called with each :mod:`evosgd.run.events` record (sweep started, run progress when
+    ``progress``, run finished, sweep finished); the runner itself never prints.
 
     The store's writer lock is held throughout (:class:`evosgd.run.store.StoreLock`): when another
     process holds it, ``wait`` waits (``notify`` is told why) or refuses with StoreBusyError."""
@@ -237,15 +229,16 @@ def execute_scenario(
     store = ResultsStore(Path(out) / scenario.name)
     store.acquire(wait=wait, notify=notify)
     try:
-        _execute_locked(scenario, store, dev, workers=workers, force=force, progress=progress, executor=executor,
-                        command=command, threads=threads)
+        _execute_locked(scenario, store, dev, workers=workers, force=force, progress=progress and events is not None,
+                        executor=executor, command=command, threads=threads, events=events or _ignore)
     finally:
         store.release()
     return store
 
 
 def _execute_locked(scenario: Scenario, store: ResultsStore, dev: torch.device, *, workers: int | None, force: bool,
-                    progress: bool, executor: Executor | None, command: str | None, threads: int) -> None:
+                    progress: bool, executor: Executor | None, command: str | None, threads: int,
+                    events: Listener) -> None:
     store.prepare()
     old = store.read_manifest() or {}
     manifest = _manifest(scenario, dev, command)
@@ -273,16 +266,16 @@ def _execute_locked(scenario: Scenario, store: ResultsStore, dev: torch.device, 
     check_memory(pending, dev, concurrent=concurrent)
     store.write_manifest(manifest)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(scenario.runs), initial=len(scenario.runs) - len(pending), desc=scenario.name,
-                   unit="run", position=0, dynamic_ncols=True)
-    watcher = _ProgressWatcher(getattr(ex, "progress_queue", None), bar) if bar is not None else None
-    tasks = [Task(run, str(store.root), str(dev), inner_progress=progress and ex.in_process, threads=threads)
-             for run in pending]
+    events(SweepStarted(scenario.name, len(scenario.runs), len(pending), concurrent, scenario.settings.replicates,
+                        _budget_words(scenario)))
+    watcher = _ProgressWatcher(getattr(ex, "progress_queue", None), events) if progress else None
+    tasks = [Task(run, str(store.root), str(dev), threads=threads) for run in pending]
     runs_by_id = {r.run_id: r for r in pending}
+    from evosgd.run import executors
+
+    in_process_sink = executors.PROGRESS_QUEUE
+    if progress and ex.in_process:  # runs in this process report to the listener directly
+        executors.PROGRESS_QUEUE = ProgressSink(events)
     try:
         with ex:
             for task, res in ex.map(execute_run, tasks):
@@ -297,15 +290,13 @@ def _execute_locked(scenario: Scenario, store: ResultsStore, dev: torch.device, 
                 store.write_manifest(manifest)
                 if watcher is not None:
                     watcher.finished(res.run_id)
-                if bar is not None:
-                    bar.update(1)
-                    if res.status == "failed":
-                        bar.write(f"run {run.label} {run.sweep or ''} failed: {res.error}")
+                events(RunFinished(res.run_id, run.label, json.dumps(run.sweep, default=str) if run.sweep else "",
+                                   res.status, res.error, float(res.wall_time or 0.0)))
     finally:
+        executors.PROGRESS_QUEUE = in_process_sink
         if watcher is not None:
             watcher.stop()
-        if bar is not None:
-            bar.close()
+        events(SweepFinished(scenario.name))
     old_analyses = old.get("analyses")
     _run_analyses(scenario, store, manifest, dev, force, old_analyses if isinstance(old_analyses, dict) else {})
     manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -313,14 +304,12 @@ def _execute_locked(scenario: Scenario, store: ResultsStore, dev: torch.device, 
 
 
 class _ProgressWatcher:
-    """Shows the progress of the runs in flight in pool workers as the run bar's postfix."""
+    """Forwards the progress messages of the runs in flight in pool workers as RunProgress events."""
 
-    def __init__(self, queue: Any, bar: Any) -> None:
+    def __init__(self, queue: Any, events: Listener) -> None:
         import threading
 
-        self.queue, self.bar = queue, bar
-        self.state: dict[str, tuple[str, float]] = {}
-        self.lock = threading.Lock()
+        self.queue, self.events = queue, events
         self.thread = None
         if queue is not None:
             self.thread = threading.Thread(target=self._loop, daemon=True, name="evosgd-progress")
@@ -334,19 +323,10 @@ class _ProgressWatcher:
                 return
             if msg is None:
                 return
-            run_id, label, frac = msg
-            with self.lock:
-                self.state[run_id] = (label, frac)
-                self._show()
-
-    def _show(self) -> None:
-        text = ", ".join(f"{label} {100 * frac:.0f}%" for label, frac in self.state.values())
-        self.bar.set_postfix_str(text, refresh=True)
+            self.events(RunProgress(*msg))
 
     def finished(self, run_id: str) -> None:
-        with self.lock:
-            if self.state.pop(run_id, None) is not None:
-                self._show()
+        """Nothing to forget: the listener keeps its own view of the runs in flight."""
 
     def stop(self) -> None:
         if self.thread is not None:
@@ -355,6 +335,18 @@ class _ProgressWatcher:
             except (OSError, ValueError):
                 pass
             self.thread.join(timeout=2)
+
+
+def _ignore(event: Event) -> None:
+    """The listener of a silent execution."""
+
+
+def _budget_words(scenario: Scenario) -> str:
+    """The per-replicate budget limits of a scenario, e.g. 'max_cost = 1e+05'."""
+    budget = scenario.settings.budget
+    limits = budget.model_dump() if hasattr(budget, "model_dump") else dict(budget or {})
+    return ", ".join(f"{k} = {v:g}" if isinstance(v, (int, float)) else f"{k} = {v}"
+                     for k, v in limits.items() if v is not None) or "no limit"
 
 
 def _manifest(scenario: Scenario, dev: torch.device, command: str | None) -> dict[str, Any]:
