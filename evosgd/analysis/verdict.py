@@ -62,8 +62,8 @@ class Verdict:
     correction: str = ""
 
     def line(self) -> str:
-        v = self.verdict if self.verdict != WITH_CORRECTION else f"supported only with {self.correction}"
-        return f"Verdict -- {self.claim}: {v.upper()} ({self.evidence})."
+        v = self.verdict.upper() if self.verdict != WITH_CORRECTION else f"SUPPORTED ONLY WITH {self.correction}"
+        return f"Verdict -- {self.claim}: {v} ({self.evidence})."
 
 
 def inside(low: float, high: float, value: float, rel_tol: float = 0.0) -> bool:

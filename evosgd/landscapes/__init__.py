@@ -5,7 +5,7 @@ drift kind in :data:`DRIFTS`.  Build one with :func:`build_landscape`.
 
 Modules: ``analytic`` (sphere, ellipsoid, rosenbrock, rastrigin, ackley, griewank, schwefel,
 styblinski_tang, cliff), ``data`` (linear_regression, logistic_regression), ``mlp``
-(teacher_student), ``contrastive``, ``moving_peaks``, ``rnn`` (vanilla RNN, exploding gradients), ``drift`` (the drift wrapper).
+(teacher_student), ``contrastive``, ``moving_peaks``, ``rnn`` (vanilla RNN, exploding gradients), ``basins`` (two_basins: escape), ``drift`` (the drift wrapper).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from evosgd.core.registry import LANDSCAPES
-from evosgd.landscapes import analytic, contrastive, data, mlp, moving_peaks, rnn  # noqa: F401  (registers)
+from evosgd.landscapes import analytic, basins, contrastive, data, mlp, moving_peaks, rnn  # noqa: F401  (registers)
 from evosgd.landscapes.base import Batch, Landscape, Time, per_example_grads, per_replicate
 from evosgd.landscapes.drift import DRIFTS, DriftingLandscape, wrap_with_drift
 from evosgd.landscapes.mlp import unflatten
