@@ -163,16 +163,16 @@ def measure_escape(p: EscapeParams, seed: int, confidence: float = 0.95) -> Anal
     t = pd.DataFrame(table)
     verdicts = []
     ok = t[np.isfinite(t.rate_low) & (t.rate_low > 0)]
-    if len(ok) >= 3:
+    if len(ok) >= 2:
         # weighted LS of log r on 1/T (weights 1 / Var log r from each rate's interval), slope = -Delta V
         w = 1.0 / (np.log(ok.rate_high.to_numpy() / ok.rate_low.to_numpy()) / (2 * 1.96)) ** 2
         X = 1.0 / ok.temperature.to_numpy()
         Y = np.log(ok.rate_measured.to_numpy())
         Xm, Ym = np.average(X, weights=w), np.average(Y, weights=w)
         slope = float(np.sum(w * (X - Xm) * (Y - Ym)) / np.sum(w * (X - Xm) ** 2))
-        resid = Y - Ym - slope * (X - Xm)
-        se = math.sqrt(max(np.sum(w * resid**2) / (len(X) - 2), 1.0) / np.sum(w * (X - Xm) ** 2))  # at least the sampling scale
-        q = float(stats.t.ppf(0.5 + confidence / 2, len(X) - 2))
+        # known-variance weighted least squares: Var(slope) = 1 / sum w (X - Xm)^2, normal quantile
+        se = math.sqrt(1.0 / np.sum(w * (X - Xm) ** 2))
+        q = float(stats.norm.ppf(0.5 + confidence / 2))
         verdicts.append(judge_direction("smaller batches (higher SGD temperature eta/b) escape the sharp, shallow basin "
                                         "faster", -slope, -slope - q * se, -slope + q * se, expected="positive",
                                         confidence=confidence, what="-d log(rate) / d(1/T)"))
