@@ -14,6 +14,8 @@ Nothing here is written by hand: every verdict is a pure function of numbers.  T
   ``P(Bin(n, 1 - confidence) >= misses) < alpha`` (alpha = 0.01 by default): a few misses are the
   intervals' own error rate, many are the theory's.  The same test on a corrected prediction gives
   the "with correction" verdict.
+* :func:`judge_test` -- a claim that a null hypothesis holds (normality): supported when the named
+  test does not reject it at alpha, not supported when it does.
 * :func:`judge_direction` -- a directional claim ("smaller batches wait less"): an effect with its
   interval is supported when the interval lies strictly on the claimed side of 0, contradicted
   when it lies strictly on the other side, and not supported ("no effect distinguishable from 0")
@@ -150,6 +152,17 @@ def judge_direction(claim: str, effect: float, low: float, high: float, *, expec
     return Verdict(claim, NOT_SUPPORTED, base + ": no effect distinguishable from 0", **kw)
 
 
+def judge_test(claim: str, pvalue: float, *, test: str, alpha: float = 0.05) -> Verdict:
+    """A claim that a null hypothesis holds (e.g. "the mini-batch mean is Gaussian"): supported when the
+    named test does not reject it at ``alpha`` (absence of evidence against the claim, at the test's
+    power), not supported when it does."""
+    if not np.isfinite(pvalue):
+        return Verdict(claim, NOT_SUPPORTED, f"{test}: no p-value")
+    if pvalue >= alpha:
+        return Verdict(claim, SUPPORTED, f"{test} p = {_g(pvalue)} >= {_g(alpha)}: not rejected", measured=float(pvalue))
+    return Verdict(claim, NOT_SUPPORTED, f"{test} p = {_g(pvalue)} < {_g(alpha)}: rejected", measured=float(pvalue))
+
+
 def verdict_table(verdicts: Iterable[Verdict]) -> pd.DataFrame:
     """The ``verdicts`` table an analysis returns (one row per claim)."""
     return pd.DataFrame([asdict(v) for v in verdicts], columns=VERDICT_COLUMNS)
@@ -186,5 +199,5 @@ def slope_ci(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> tuple[fl
 
 
 __all__ = ["NOT_SUPPORTED", "SUPPORTED", "VERDICTS", "VERDICT_COLUMNS", "WITH_CORRECTION", "Verdict", "coverage_pvalue",
-           "inside", "judge_coverage", "judge_direction", "judge_value", "paired_log_ratio", "slope_ci", "verdict_lines",
+           "inside", "judge_coverage", "judge_direction", "judge_test", "judge_value", "paired_log_ratio", "slope_ci", "verdict_lines",
            "verdict_table"]
