@@ -51,7 +51,7 @@ def test_first_passage_exact_cases():
 def test_kramers_is_the_low_temperature_limit_of_the_exact_rate():
     # quartic V = (x^2 - 1)^2: Delta V = 1, V''(-1) = 8, V''(0) = -4.  The exact rate / Kramers -> 1 as
     # T -> 0 with a correction O(T / Delta V): at T = 0.05 within 10%.
-    V = lambda x: (x * x - 1.0) ** 2  # noqa: E731
+    V = lambda x: (x * x - 1.0) ** 2
     T = 0.05
     r_exact = 1.0 / mean_first_passage_time(V, -1.0, 1.0, T, left=-3.0)
     assert r_exact / kramers_rate(1.0, 8.0, -4.0, T) == pytest.approx(1.0, abs=0.1)

@@ -37,12 +37,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import integrate, stats
 
 from evosgd.analysis.grad_common import fmt, single_thread
-from evosgd.analysis.verdict import judge_coverage, judge_direction, judge_value, verdict_table
+from evosgd.analysis.verdict import (
+    judge_coverage,
+    judge_direction,
+    judge_value,
+    verdict_table,
+)
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import ANALYSES
 from evosgd.core.seeding import derive_seed
-from evosgd.landscapes.basins import TwoBasinsParams, critical_points, potential, potential_grad
+from evosgd.landscapes.basins import (
+    TwoBasinsParams,
+    critical_points,
+    potential,
+    potential_grad,
+)
 
 KIND = "escape_rate"
 

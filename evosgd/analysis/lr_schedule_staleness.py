@@ -50,7 +50,13 @@ from scipy import stats
 from evosgd.analysis.grad2_common import make_optimizer, small_landscape
 from evosgd.analysis.grad_common import fmt, mean_ci, single_thread
 from evosgd.analysis.staleness import companion_matrix, real_root_limit
-from evosgd.analysis.verdict import judge_coverage, judge_direction, judge_value, paired_log_ratio, verdict_table
+from evosgd.analysis.verdict import (
+    judge_coverage,
+    judge_direction,
+    judge_value,
+    paired_log_ratio,
+    verdict_table,
+)
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.registry import ANALYSES
 

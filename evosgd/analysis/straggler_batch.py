@@ -37,7 +37,12 @@ from scipy import stats
 from evosgd.analysis.grad2_common import make_optimizer, small_landscape
 from evosgd.analysis.grad_common import fmt, mean_ci, single_thread
 from evosgd.analysis.stragglers import expected_order_statistic, expected_step_time
-from evosgd.analysis.verdict import judge_coverage, judge_direction, slope_ci, verdict_table
+from evosgd.analysis.verdict import (
+    judge_coverage,
+    judge_direction,
+    slope_ci,
+    verdict_table,
+)
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import ANALYSES

@@ -28,8 +28,8 @@ prints :func:`verdict_lines` in the findings and at the head of the analysis sec
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
