@@ -11,8 +11,9 @@ Nothing here is written by hand: every verdict is a pure function of numbers.  T
 * :func:`judge_coverage` -- a prediction against measurements at n settings, each with its own
   ``confidence`` interval.  If the theory is exact and the intervals are nominal, the number of
   misses is ~ Binomial(n, 1 - confidence) (independent settings), so the claim is rejected when
-  ``P(Bin(n, 1 - confidence) >= misses) < alpha`` (alpha = 0.01 by default): a few misses are the
-  intervals' own error rate, many are the theory's.  The same test on a corrected prediction gives
+  ``P(Bin(n, 1 - confidence) >= misses) < alpha`` (alpha = 0.05 by default, the usual level; with 95%
+  intervals one miss in up to 7 settings passes, two in 4 do not): a few misses are the intervals' own
+  error rate, many are the theory's.  The same test on a corrected prediction gives
   the "with correction" verdict.
 * :func:`judge_test` -- a claim that a null hypothesis holds (normality): supported when the named
   test does not reject it at alpha, not supported when it does.
@@ -102,7 +103,7 @@ def coverage_pvalue(misses: int, n: int, confidence: float = 0.95) -> float:
 
 def judge_coverage(claim: str, low: Sequence[float], high: Sequence[float], predicted: Sequence[float], *,
                    measured: Sequence[float] | None = None, corrected: Sequence[float] | None = None, correction: str = "",
-                   confidence: float = 0.95, alpha: float = 0.01, rel_tol: float = 0.0, what: str = "settings") -> Verdict:
+                   confidence: float = 0.95, alpha: float = 0.05, rel_tol: float = 0.0, what: str = "settings") -> Verdict:
     """A prediction against n measurements with their intervals (binomial test of the misses)."""
     lo, hi, pr = (np.asarray(x, dtype=float) for x in (low, high, predicted))
     ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(pr)
