@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import optimize
 
+from evosgd.core.errors import ParameterError
 from evosgd.core.registry import LANDSCAPES
 from evosgd.core.seeding import derive_seed, make_generator
 from evosgd.landscapes.base import Batch, Landscape, Time
@@ -99,7 +100,11 @@ class TwoBasins(Landscape):
                  dtype: torch.dtype = torch.float32) -> None:
         super().__init__(dim=params.dim, replicates=replicates, device=device, dtype=dtype)
         self.params = params
-        self.points = critical_points(params)
+        try:
+            self.points = critical_points(params)
+        except ValueError as err:
+            raise ParameterError("landscape", params.model_dump(exclude={"dim", "noise_std", "start"}),
+                                 f"wells that make two basins ({err})", where="landscape 'two_basins'") from err
         self.noise_std = float(params.noise_std)
         R, D = self.replicates, self.dim
         if params.start == "sharp":
