@@ -16,7 +16,7 @@ time lost per worker and step is (David & Nagaraja 2003 for the order statistics
 So the source's "small batches minimise the time wasted waiting for stragglers at each update" holds
 per step.  Per example processed (a step handles K m examples) the waste is ``W(m) / (K m)``: constant
 in m for correlated times, *falling* like 1/sqrt(m) for independent ones; and with a fixed overhead
-c0 the throughput ``K m / (c0 + E T_(K:K) - c0 + comm)`` rises with m.  The analysis measures all four
+c0 the throughput ``K m / (E T_(K:K) + comm) = K m / (c0 + m E X + W(m) + comm)`` rises with m.  The analysis measures all four
 (wait per step, wait per example, idle fraction ``W / E step``, throughput) and judges each claim.
 
 Measurement: the engine's ``idle`` accumulator (sum over used workers of ``T_(K:N) - T_i``) and simulated
