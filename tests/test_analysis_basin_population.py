@@ -21,6 +21,7 @@ def test_restart_law_exact_values():
     assert population_success(np.array([0.2, 0.2]), np.array([True, False]), 3) == pytest.approx((1 + (1 - 0.8**2)) / 2)
 
 
+@pytest.mark.slow
 def test_analysis_tiny_restarts_follow_the_basin_volume():
     p = BasinPopulationParams(population_sizes=[1, 16], replicates=24, basin_samples=300, gd_steps=200, generations=10)
     r = measure_basin_population(p, seed=5)

@@ -58,6 +58,7 @@ def test_kramers_is_the_low_temperature_limit_of_the_exact_rate():
     assert sgd_temperature(0.01, 10.0, 5) == pytest.approx(0.1)
 
 
+@pytest.mark.slow
 def test_escape_analysis_tiny_agrees_with_the_exact_passage_time():
     p = EscapeParams(batch_sizes=[2, 3, 4], replicates=300, max_steps=40000)
     r = measure_escape(p, seed=2)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from evosgd.analysis import tracking_lag as TL
 from evosgd.analysis.confidence_lr import ConfidenceParams, measure_confidence
 from evosgd.analysis.verdict import NOT_SUPPORTED, SUPPORTED, WITH_CORRECTION
 
 
+@pytest.mark.slow
 def test_confidence_step_verdicts_say_when_the_rule_loses_to_a_schedule():
     p = ConfidenceParams(snrs=[1.0], replicates=200, run_steps=200, run_replicates=6)
     r = measure_confidence(p, seed=2)

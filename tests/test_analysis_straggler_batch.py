@@ -58,6 +58,7 @@ def test_expected_wait_exact_cases():
     assert expected_wait_independent(ConstantTime(), 8, 4) == 0.0
 
 
+@pytest.mark.slow
 def test_analysis_tiny_measures_the_prediction_and_judges_the_claims():
     p = StragglerBatchParams(shard_sizes=[1, 4, 16], workers=4, time_models=["per_example_correlated"],
                              replicates=24, steps=40)
