@@ -87,3 +87,14 @@ def test_kolmogorov_distance_and_loss_tail(result):
     gof = result.tables["goodness_of_fit"]
     assert gof[(gof.variable == "loss") & (gof.batch_size == 1)].shapiro_pvalue.iloc[0] < 1e-6
     assert set(result.tables["qq"].columns) == {"variable", "batch_size", "probability", "normal_quantile", "sample_quantile"}
+
+
+def test_verdicts_one_per_claim(result):
+    v = result.tables["verdicts"]
+    # per variable: Edgeworth, skewness, kurtosis, Shapiro-Wilk at the largest b; plus the loss tail
+    assert len(v) == 4 * 2 + 1
+    gof = result.tables["goodness_of_fit"]
+    for name in gof.variable.unique():
+        last = gof[gof.variable == name].sort_values("batch_size").iloc[-1]
+        row = v[v.claim.str.startswith(f"{name}: the mini-batch mean is Gaussian")].iloc[0]
+        assert row.verdict == ("supported" if last.shapiro_pvalue >= 0.05 else "not supported")

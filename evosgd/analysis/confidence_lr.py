@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evosgd.analysis.grad2_common import make_optimizer, small_landscape
 from evosgd.analysis.grad_common import fmt, mean_ci, single_thread
+from evosgd.analysis.verdict import judge_coverage, judge_direction, paired_log_ratio, verdict_table
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.registry import ANALYSES
 
@@ -69,6 +70,10 @@ class ConfidenceParams(BaseModel):
     noise_std: float = Field(1.0, gt=0.0, description="per-example noise sigma of the sphere (V = 4 sigma^2 D)")
     norm_test_theta: float = Field(1.0, gt=0.0, description="theta of the norm_test rule")
     replicates: int = Field(2000, ge=2, description="independent one-step trials per (snr, rule)")
+    run_steps: int = Field(400, ge=0, description="multi-step part: steps of the engine's sgd from the sphere's start "
+                                                  "with each rule and with 1/t and cosine schedules (0: skip the part)")
+    run_lr: float = Field(0.1, gt=0.0, lt=1.0, description="multi-step part: base learning rate (curvature h = 2)")
+    run_replicates: int = Field(16, ge=3, description="multi-step part: paired replicates (same start)")
 
 
 def one_step(params: ConfidenceParams, rule: str, snr: float, seed: int) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -131,8 +136,71 @@ def measure_confidence(params: ConfidenceParams, seed: int, confidence: float = 
                          + (f" (snr {', '.join(fmt(s) for s in better)})" if better else "")
                          + f"; its error is {fmt(float((g.error_after / g.oracle_error).min()))}..{fmt(float((g.error_after / g.oracle_error).max()))}"
                            " x the oracle's.")
-    return AnalysisResult(comparison_rows(rows), tables={"one_step": t}, notes=notes, confidence=confidence,
+    verdicts = _one_step_verdicts(t, params, confidence)
+    tables = {"one_step": t}
+    if params.run_steps > 0:
+        run_rows, run_table, run_verdicts, run_note = _multi_step(params, seed, confidence)
+        rows += run_rows
+        tables["multi_step"] = run_table
+        verdicts += run_verdicts
+        notes.append(run_note)
+    tables["verdicts"] = verdict_table(verdicts)
+    return AnalysisResult(comparison_rows(rows), tables=tables, notes=notes, confidence=confidence,
                           title="Confidence-adaptive step vs constant step vs oracle, one step on a noisy quadratic")
+
+
+def _one_step_verdicts(t: pd.DataFrame, params: ConfidenceParams, confidence: float) -> list:
+    out = []
+    const = t[t.rule == "constant"]
+    if len(const):
+        out.append(judge_coverage("one constant step leaves E[F - F*] = V / (2 h b)", const.error_after_low,
+                                  const.error_after_high, const.predicted, measured=const.error_after, confidence=confidence,
+                                  what="snr values"))
+    snr = t[t.rule == "snr"]
+    if len(snr):
+        out.append(judge_coverage("the 'snr' rule reaches the oracle factor's one-step error (h/2)||e||^2 / (1 + snr)",
+                                  snr.error_after_low, snr.error_after_high, snr.oracle_error, measured=snr.error_after,
+                                  confidence=confidence, what="snr values"))
+    return out
+
+
+def _multi_step(params: ConfidenceParams, seed: int, confidence: float) -> tuple[list, pd.DataFrame, list, str]:
+    """The engine's sgd for ``run_steps`` steps on the noisy sphere with each rule and with 1/t and cosine
+    schedules (same start per replicate): final ``E[F - F*]``, paired geometric-mean ratios."""
+    D, b, sigma, T = params.dim, params.batch_size, params.noise_std, params.run_steps
+    land = small_landscape("sphere", {"dim": D, "noise_std": sigma}, replicates=params.run_replicates, seed=seed)
+    configs = {r: ({} if r == "constant" else {"confidence": r, "confidence_theta": params.norm_test_theta}) for r in params.rules}
+    configs["inverse-time"] = {"schedule": {"kind": "inverse_time", "decay": 2.0 * params.run_lr}}  # eta_0/(1 + h eta_0 t): the 1/(h t) law
+    configs["cosine"] = {"schedule": {"kind": "cosine", "total_steps": T}}
+    finals = {}
+    for name, extra in configs.items():
+        opt, _ = make_optimizer("sgd", {"lr": params.run_lr, "batch_size": b, **extra}, land, seed=seed + 17)
+        for _ in range(T):
+            opt.step()
+        finals[name] = (land.true_loss(opt.recommend()) - land.optimal_loss()).numpy()
+    rows, table = [], []
+    for name, f in finals.items():
+        m, lo, hi = mean_ci(f, confidence)
+        rows.append(dict(quantity=f"E[F - F*] after {T} steps of the engine's sgd (lr {fmt(params.run_lr)}, b = {b})",
+                         series=name, x_name="steps", x=float(T), measured=m,
+                         measured_low=lo, measured_high=hi, log_y=True))
+        table.append(dict(method=name, final_error=m, low=lo, high=hi))
+    verdicts = []
+    schedules = [k for k in ("inverse-time", "cosine") if k in finals]
+    best_schedule = min(schedules, key=lambda k: float(np.mean(finals[k])))
+    for rule in [r for r in params.rules if r != "constant"]:
+        r, lo, hi = paired_log_ratio(finals["constant"], finals[rule], confidence) if "constant" in finals else (math.nan,) * 3
+        verdicts.append(judge_direction(f"over {T} steps the confidence rule '{rule}' ends lower than a constant rate",
+                                        math.log(r), math.log(lo), math.log(hi), expected="positive", confidence=confidence,
+                                        what=f"log(constant / {rule} final error) (ratio {fmt(r)})"))
+        r2, lo2, hi2 = paired_log_ratio(finals[best_schedule], finals[rule], confidence)
+        verdicts.append(judge_direction(f"over {T} steps the confidence rule '{rule}' ends lower than the best schedule "
+                                        f"({best_schedule})", math.log(r2), math.log(lo2), math.log(hi2), expected="positive",
+                                        confidence=confidence, what=f"log({best_schedule} / {rule} final error) (ratio {fmt(r2)})"))
+    tt = pd.DataFrame(table)
+    note = (f"over {T} steps of the engine's sgd (lr {fmt(params.run_lr)}, b = {b}, {params.run_replicates} paired replicates), "
+            "mean final E[F - F*]: " + ", ".join(f"{r.method} {fmt(r.final_error)}" for r in tt.itertuples()) + ".")
+    return rows, tt, verdicts, note
 
 
 @ANALYSES.register(KIND, ConfidenceParams,

@@ -39,6 +39,7 @@ from evosgd.analysis.grad_common import (
     POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, bootstrap_ci, evaluation_point, require_separable,
     example_population, fmt, proportion_ci, single_thread,
 )
+from evosgd.analysis.verdict import judge_coverage, judge_test, verdict_table
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import ANALYSES
@@ -195,10 +196,32 @@ def measure_normality(landscape, params: NormalityParams, generator: torch.Gener
         rejected = sub[sub.shapiro_pvalue < 0.05].batch_size.tolist()
         notes.append(f"{name}: Shapiro-Wilk rejects normality at 5% for b in {rejected}" if rejected
                      else f"{name}: Shapiro-Wilk rejects normality at 5% at none of the batch sizes")
-    tables = {"goodness_of_fit": gof_df, "qq": pd.DataFrame(qq),
+    tables = {"goodness_of_fit": gof_df, "qq": pd.DataFrame(qq), "verdicts": verdict_table(_verdicts(comparison_rows(rows), gof_df, confidence)),
               "population_moments": pd.DataFrame([dict(variable=k, **v) for k, v in moments.items()])}
     return AnalysisResult(comparison_rows(rows), tables=tables, notes=notes, confidence=confidence,
                           title="Is the mini-batch gradient Gaussian? The CLT, measured")
+
+
+def _verdicts(comp: pd.DataFrame, gof: pd.DataFrame, confidence: float) -> list:
+    """Per variable: the Edgeworth Kolmogorov distance, gamma/sqrt(b) and kappa/b (coverage over batch sizes),
+    normality at the largest batch (Shapiro-Wilk); and the CLT tail of the loss (coverage)."""
+    out = []
+    for name in gof.variable.unique():
+        for q, claim in (("Kolmogorov distance to the normal", "Kolmogorov distance = Edgeworth |gamma| phi(0) / (6 sqrt b)"),
+                         ("skewness of the mini-batch mean", "skewness = gamma / sqrt(b)"),
+                         ("excess kurtosis of the mini-batch mean", "excess kurtosis = kappa / b")):
+            g = comp[(comp.quantity == q) & (comp.series == name)]
+            out.append(judge_coverage(f"{name}: {claim}", g.measured_low, g.measured_high, g.predicted, measured=g.measured,
+                                      confidence=confidence, what="batch sizes"))
+        sub = gof[gof.variable == name].sort_values("batch_size")
+        last = sub.iloc[-1]
+        out.append(judge_test(f"{name}: the mini-batch mean is Gaussian at the largest batch b = {int(last.batch_size)} (CLT)",
+                              float(last.shapiro_pvalue), test="Shapiro-Wilk"))
+    tail = comp[comp.quantity == "P(|L_b - L| > eps)"]
+    out.append(judge_coverage("the CLT tail 2(1 - Phi(eps sqrt(b) / sigma)) gives P(|L_b - L| > eps)", tail.measured_low,
+                              tail.measured_high, tail.predicted, measured=tail.measured, confidence=confidence,
+                              what="batch sizes"))
+    return out
 
 
 @ANALYSES.register(KIND, NormalityParams,

@@ -77,6 +77,7 @@ from evosgd.analysis.evo_common import (
     generator_for,
     mean_ci,
 )
+from evosgd.analysis.verdict import judge_coverage, verdict_table
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult
 from evosgd.core.budget import Budget, BudgetLimits
 from evosgd.core.registry import ANALYSES, OPTIMIZERS
@@ -370,7 +371,9 @@ def tracking_lag(params: TrackingLagParams, *, context: AnalysisContext) -> Anal
 
     df = comparison_table(rows)
     notes = _notes(df, conf, es_growth, vmax, p)
-    return AnalysisResult(comparison=df, tables={"tracking_lag_variance": pd.DataFrame(extra)}, notes=notes,
+    extra_df = pd.DataFrame(extra)
+    return AnalysisResult(comparison=df, tables={"tracking_lag_variance": extra_df,
+                                                 "verdicts": verdict_table(_verdicts(df, extra_df, conf))}, notes=notes,
                           confidence=conf, title="Tracking a moving optimum: measured against predicted lag")
 
 
@@ -423,6 +426,32 @@ def _inside(d: pd.DataFrame) -> pd.Series:
     relative, the remainder of gradient descent's geometric transient in a short run)."""
     slack = 1e-3 * d["predicted"].abs() * (d["measured_high"] == d["measured_low"])
     return (d["measured_low"] - slack <= d["predicted"]) & (d["predicted"] <= d["measured_high"] + slack)
+
+
+def _verdicts(df: pd.DataFrame, extra: pd.DataFrame, conf: float) -> list:
+    """One verdict per (quantity, series) with a prediction: the binomial coverage test of
+    ``evosgd.analysis.verdict`` (intervals widened by 0.1%, the remainder of gradient descent's transient,
+    as in ``_inside``).  For the Wright-Fisher lag the claim is Lande's weak-selection lag ``v / (G beta a)``,
+    and the stated correction the Gaussian-selection factor ``(1 + G beta a)`` of ``lande_contraction``."""
+    out = []
+    keep = df[df["quantity"].isin([QUANTITY_LAG, QUANTITY_ENGINE, QUANTITY_ES_LAG, QUANTITY_ES, QUANTITY_ES_V, QUANTITY_G])]
+    for (q, series), g in keep.groupby(["quantity", "series"], sort=False):
+        if q == QUANTITY_LAG and series.startswith("Wright-Fisher") and "lag_wf_weak_selection" in extra:
+            weak = extra.set_index("speed").reindex(g["x"].to_numpy())["lag_wf_weak_selection"].to_numpy()
+            out.append(judge_coverage(f"{series}: lag = Lande's v / (G beta a) with the measured G", g["measured_low"],
+                                      g["measured_high"], weak, measured=g["measured"], corrected=g["predicted"],
+                                      correction="the Gaussian-selection factor (1 + G beta a)", confidence=conf,
+                                      rel_tol=1e-3, what="speeds"))
+            continue
+        if g["predicted"].notna().sum() == 0:
+            out.append(judge_coverage(f"{series}: {q} follows the theory", g["measured_low"], g["measured_high"],
+                                      g["predicted"], measured=g["measured"], confidence=conf, what="speeds (the theory "
+                                      "predicts no steady state beyond the largest followable speed)"))
+            continue
+        out.append(judge_coverage(f"{series}: {q} = prediction", g["measured_low"], g["measured_high"], g["predicted"],
+                                  measured=g["measured"], confidence=conf, rel_tol=1e-3,
+                                  what="speeds" if g["x_name"].iloc[0].startswith("drift") else "settings"))
+    return out
 
 
 def _notes(df: pd.DataFrame, conf: float, es_growth: dict[float, float], vmax: float, p: TrackingLagParams) -> list[str]:

@@ -8,6 +8,12 @@
 
     step time = T_(K:N) + comm_time          (K-th smallest; the maximum when N = K)
 
+By default (``time_model = "per_shard"``) a worker's time is one ``compute_time`` draw whatever its
+shard size.  The per-example models make it grow with the shard m: ``overhead_time + m X``
+(correlated: one slow machine is slow on all its examples) or ``overhead_time + X_1 + ... + X_m``
+(independent per-example times), so the time lost waiting for the slowest worker depends on the
+batch size (:func:`shard_times`; ``evosgd.analysis.straggler_batch`` measures it).
+
 For exponential times of mean mu, ``E T_(K:N) = mu (H_N - H_{N-K})`` (Renyi's representation of
 exponential order statistics), i.e. ``mu H_K`` without backups.  Because every shard is an iid
 draw, the average of the K fastest shard gradients is exactly a mini-batch gradient of K*shard
@@ -143,6 +149,23 @@ def expected_sync_step_time(mean_time: float, workers: int, backup_workers: int 
     return mean_time * (harmonic(n) - harmonic(n - workers)) + comm_time
 
 
+def shard_times(params: Any, shard: int, shape: tuple[int, ...], generator: torch.Generator,
+                device: torch.device) -> torch.Tensor:
+    """Compute times ``shape`` of workers with a shard of ``shard`` examples under ``params.time_model``:
+
+    * ``per_shard``                ``T = X``                          (time independent of the shard)
+    * ``per_example_correlated``   ``T = c0 + m X``                   (order statistics scale with m)
+    * ``per_example_independent``  ``T = c0 + X_1 + ... + X_m``       (spread grows like sqrt(m))
+
+    with ``X ~ compute_time``, ``c0 = overhead_time`` and ``m = shard``."""
+    spec = params.compute_time
+    if params.time_model == "per_shard":
+        return spec.draw(shape, generator, device)
+    if params.time_model == "per_example_correlated":
+        return params.overhead_time + shard * spec.draw(shape, generator, device)
+    return params.overhead_time + spec.draw(tuple(shape) + (shard,), generator, device).sum(dim=-1)
+
+
 # ---------------------------------------------------------------------------- synchronous
 class SyncParams(SGDParams):
     """Synchronous data-parallel SGD on K simulated workers."""
@@ -151,9 +174,17 @@ class SyncParams(SGDParams):
     backup_workers: int = Field(0, ge=0, description="extra workers; the step waits for the fastest K of K + backup (Chen et al. 2016)")
     compute_time: WorkerTimeSpec = Field(default_factory=ConstantTime, description="distribution of a worker's time for its shard")
     comm_time: float = Field(0.0, ge=0.0, description="communication time added to every step (all-reduce / push-pull)")
+    time_model: Literal["per_shard", "per_example_correlated", "per_example_independent"] = Field(
+        "per_shard", description="per_shard: a worker's shard takes one compute_time draw whatever its size; "
+        "per_example_correlated: overhead_time + shard x one draw (a slow worker is slow on all its examples); "
+        "per_example_independent: overhead_time + the sum of one draw per example of the shard")
+    overhead_time: float = Field(0.0, ge=0.0, description="fixed per-step compute overhead of a worker (kernel launch, "
+                                 "data loading) added by the per_example time models")
 
     @model_validator(mode="after")
     def _shards(self) -> SyncParams:
+        if self.time_model == "per_shard" and self.overhead_time > 0:
+            raise ValueError("overhead_time needs a per_example time model (per_shard draws the whole shard's time)")
         if self.batch_size % self.workers:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of workers ({self.workers}): each worker gets a shard")
         if self.adaptive_batch:
@@ -181,7 +212,7 @@ class SyncSGD(GradientOptimizer):
 
     def gradient(self, active: torch.Tensor, t: Any) -> GradientInfo:
         p = self.params
-        times = p.compute_time.draw((self.replicates, self.n_workers), self.generator, self.device)
+        times = shard_times(p, self.shard, (self.replicates, self.n_workers), self.generator, self.device)
         fastest = torch.topk(times, p.workers, dim=1, largest=False).values  # the K used workers
         kth = fastest[:, -1]
         dt = kth + p.comm_time

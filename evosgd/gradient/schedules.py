@@ -13,6 +13,10 @@ Formulas (``eta_0`` = ``init_value``):
 * inverse_time  ``eta_t = eta_0 / (1 + decay * t) ** power``  — power 1 is the Robbins & Monro (1951)
   ``1/t`` family that makes SGD converge on strongly convex problems; power 1/2 the usual choice
   for convex non-smooth problems (Nemirovski et al. 2009, "Robust stochastic approximation").
+* capped_inverse_time  ``eta_t = min(cap, eta_0 / (1 + decay * t))`` -- the 1/t law with a ceiling: the
+  form of the learning rate derived for delayed SGD on a noisy quadratic
+  (``evosgd.analysis.lr_schedule_staleness``: the ceiling is set by the staleness, the 1/t tail by the
+  batch's noise).
 * cosine        ``eta_t = eta_min + (eta_0 - eta_min) (1 + cos(pi min(t, T) / T)) / 2``
   (Loshchilov & Hutter 2017, "SGDR", without restarts; torch CosineAnnealingLR closed form),
   with ``eta_min = min_factor * eta_0``.
@@ -63,6 +67,11 @@ def exponential_schedule(init_value: float, gamma: float) -> Schedule:
 def inverse_time_schedule(init_value: float, decay: float, power: float = 1.0) -> Schedule:
     """``eta_t = eta_0 / (1 + decay t) ** power`` (Robbins & Monro 1951 for power 1)."""
     return lambda t: float(init_value) / (1.0 + float(decay) * _count(t)) ** float(power)
+
+
+def capped_inverse_time_schedule(init_value: float, decay: float, cap: float) -> Schedule:
+    """``eta_t = min(cap, eta_0 / (1 + decay t))``."""
+    return lambda t: torch.clamp(float(init_value) / (1.0 + float(decay) * _count(t)), max=float(cap))
 
 
 def cosine_schedule(init_value: float, total_steps: int, min_factor: float = 0.0) -> Schedule:
@@ -141,6 +150,16 @@ class InverseTimeSchedule(_ScheduleBase):
         return inverse_time_schedule(init_value, self.decay, self.power)
 
 
+class CappedInverseTimeSchedule(_ScheduleBase):
+    kind: Literal["capped_inverse_time"] = Field(description="eta_t = min(cap, eta_0 / (1 + decay t)): 1/t under a ceiling "
+                                                             "(the delayed-SGD schedule of analysis lr_schedule_staleness)")
+    decay: float = Field(gt=0.0, description="decay rate per step")
+    cap: float = Field(gt=0.0, description="ceiling of the learning rate (e.g. the fastest stable rate for the staleness)")
+
+    def _base(self, init_value: float) -> Schedule:
+        return capped_inverse_time_schedule(init_value, self.decay, self.cap)
+
+
 class CosineSchedule(_ScheduleBase):
     kind: Literal["cosine"] = Field(description="cosine annealing to min_factor * eta_0 over total_steps (Loshchilov & Hutter 2017)")
     total_steps: int = Field(ge=1, description="steps T of the cosine half-period (after warm-up); constant afterwards")
@@ -151,11 +170,12 @@ class CosineSchedule(_ScheduleBase):
 
 
 ScheduleSpec = Annotated[
-    ConstantSchedule | StepSchedule | ExponentialSchedule | InverseTimeSchedule | CosineSchedule,
+    ConstantSchedule | StepSchedule | ExponentialSchedule | InverseTimeSchedule | CappedInverseTimeSchedule | CosineSchedule,
     Field(discriminator="kind"),
 ]
 
 __all__ = [
+    "CappedInverseTimeSchedule",
     "ConstantSchedule",
     "CosineSchedule",
     "ExponentialSchedule",
@@ -163,6 +183,7 @@ __all__ = [
     "Schedule",
     "ScheduleSpec",
     "StepSchedule",
+    "capped_inverse_time_schedule",
     "constant_schedule",
     "cosine_schedule",
     "exponential_schedule",

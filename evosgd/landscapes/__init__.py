@@ -4,11 +4,12 @@ Importing this package registers every landscape in ``evosgd.core.registry.LANDS
 drift kind in :data:`DRIFTS`.  Build one with :func:`build_landscape`.
 
 Modules: ``analytic`` (sphere, ellipsoid, rosenbrock, rastrigin, ackley, griewank, schwefel,
-styblinski_tang, cliff), ``bbob`` (the 24 BBOB functions), ``data`` (linear_regression,
-logistic_regression), ``mlp`` (teacher_student), ``contrastive``, ``moving_peaks``, ``rnn`` (vanilla
-RNN, exploding gradients), ``drift`` (the drift wrapper), ``model`` (any ``nn.Module`` + data + loss
-as a landscape), ``tabular`` (real tables: bundled scikit-learn data sets and CSV/Parquet/.npy files,
-split and standardized), ``tabular_models`` (softmax_regression, mlp_classifier, mlp_regressor).
+styblinski_tang, cliff), ``basins`` (two_basins: escape from a sharp minimum), ``bbob`` (the 24 BBOB
+functions), ``data`` (linear_regression, logistic_regression), ``mlp`` (teacher_student),
+``contrastive``, ``moving_peaks``, ``rnn`` (vanilla RNN, exploding gradients), ``drift`` (the drift
+wrapper), ``model`` (any ``nn.Module`` + data + loss as a landscape), ``tabular`` (real tables: bundled
+scikit-learn data sets and CSV/Parquet/.npy files, split and standardized), ``tabular_models``
+(softmax_regression, mlp_classifier, mlp_regressor).
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from typing import Any
 import torch
 
 from evosgd.core.registry import LANDSCAPES
-from evosgd.landscapes import analytic, bbob, contrastive, data, mlp, moving_peaks, rnn, tabular_models  # noqa: F401
+from evosgd.landscapes import (  # noqa: F401  (registers)
+    analytic,
+    basins,
+    bbob,
+    contrastive,
+    data,
+    mlp,
+    moving_peaks,
+    rnn,
+    tabular_models,
+)
 from evosgd.landscapes.model import ModelLandscape
 from evosgd.landscapes.tabular import DataSplits, splits_from_arrays
 from evosgd.landscapes.base import Batch, Landscape, Time, per_example_grads, per_replicate

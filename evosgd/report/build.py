@@ -19,6 +19,7 @@ import pandas as pd
 from evosgd.analysis import runtime as rt_mod
 from evosgd.analysis import statistics as st
 from evosgd.analysis import tracking as tr
+from evosgd.analysis.verdict import verdict_lines
 from evosgd.core.analysis_api import sweep_curves
 from evosgd.report import figures as F
 from evosgd.report import findings as FI
@@ -547,9 +548,13 @@ def _analysis_sections(doc: Document, w: _Writer, analyses: list) -> list[str]:
         sec = Section(f"Analysis: {title}")
         doc.sections.append(sec)
         notes = [str(n) for n in (a.get("notes") or [])]
+        verdicts = verdict_lines((a.get("tables") or {}).get("verdicts"))
+        if verdicts:  # one computed line per claim, first in the section and all in the findings
+            sec.add(verdicts)
         if notes:  # the analysis' own computed sentences lead its section
             sec.add(notes)
             findings += [f"{title}: {n}" for n in notes[:3]]
+        findings += [f"{title}: {v}" for v in verdicts]
         conf = a.get("confidence", 0.95)
         comp: pd.DataFrame = a.get("comparison")
         if comp is None or comp.empty:
