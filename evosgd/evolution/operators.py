@@ -22,10 +22,13 @@ Conventions
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
 import torch
+
+from evosgd.core.device import host_side
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -314,12 +317,15 @@ def add_at(x: torch.Tensor, mask: torch.Tensor, draw: Callable[[int], torch.Tens
     """A copy of ``x`` with ``draw(k)`` added where ``mask`` holds (k = the number of hits; ``mask``
     as ``x``, or ``[..., 1]`` to move whole rows, then ``draw(k)`` is ``[k, x.shape[-1]]``)."""
     out = x.clone(memory_format=torch.contiguous_format)
-    if mask.shape == x.shape:
+    # nonzero sizes its output from the data: free on the CPU, a synchronisation on a GPU (the
+    # engines take this path on the CPU only)
+    with host_side() if x.device.type == "cpu" else contextlib.nullcontext():
         where = mask.reshape(-1).nonzero().squeeze(1)
+    if mask.shape == x.shape:
         if where.numel():
             out.view(-1).index_add_(0, where, draw(where.numel()))
         return out
-    rows = mask.reshape(-1).nonzero().squeeze(1)
+    rows = where
     if rows.numel():
         out.view(-1, x.shape[-1]).index_add_(0, rows, draw(rows.numel()))
     return out
@@ -337,8 +343,9 @@ def mut_polynomial(x: torch.Tensor, generator: torch.Generator, eta: float, low:
         x' = clip(x + dq (up - low), low, up).
 
     ``low``/``up`` are floats or tensors broadcastable to ``x``."""
-    low = torch.as_tensor(low, device=x.device, dtype=x.dtype)
-    up = torch.as_tensor(up, device=x.device, dtype=x.dtype)
+    # a float becomes a device scalar by a fill, not an upload (no host synchronisation on a GPU)
+    low = low.to(x) if isinstance(low, torch.Tensor) else torch.full((), float(low), device=x.device, dtype=x.dtype)
+    up = up.to(x) if isinstance(up, torch.Tensor) else torch.full((), float(up), device=x.device, dtype=x.dtype)
     span = up - low
     hit = _rand(x.shape, x, generator) < indpb
     u = _rand(x.shape, x, generator)

@@ -24,7 +24,7 @@ import torch
 from evosgd.core.analysis_api import AnalysisContext
 from evosgd.core.device import device_description, resolve_device
 from evosgd.core.dtype import resolve_dtype
-from evosgd.core.errors import EvosgdError
+from evosgd.core.errors import DeviceError, EvosgdError
 from evosgd.core.registry import ANALYSES, LANDSCAPES, OPTIMIZERS
 from evosgd.run.executors import Executor, make_executor
 from evosgd.run.memory import check_memory
@@ -198,6 +198,7 @@ def execute_scenario(
     store = ResultsStore(Path(out) / scenario.name)
     store.prepare()
     old = store.read_manifest() or {}
+    _refuse_other_device(store, old, dev, force)
     manifest = _manifest(scenario, dev, command)
     old_runs = old.get("runs", {}) if isinstance(old.get("runs"), dict) else {}
     pending: list[RunSpec] = []
@@ -299,6 +300,21 @@ class _ProgressWatcher:
             except (OSError, ValueError):
                 pass
             self.thread.join(timeout=2)
+
+
+def _refuse_other_device(store: ResultsStore, old: dict[str, Any], dev: torch.device, force: bool) -> None:
+    """A store whose finished runs were made on another device type is not resumed silently: the
+    CPU and CUDA random streams differ (the device type is part of a run's id), so its old runs
+    would sit beside the new ones as samples of another stream."""
+    before = str((old.get("provenance") or {}).get("device", "")).split(" ")[0].split(":")[0]
+    runs = old.get("runs") if isinstance(old.get("runs"), dict) else {}
+    finished = sum(1 for r in runs.values() if isinstance(r, dict) and r.get("status") in ("done", "diverged"))
+    if force or not before or before == dev.type or not finished:
+        return
+    raise DeviceError(
+        f"the results store {store.root} holds {finished} run(s) made on {before}, and this command runs on "
+        f"{dev.type}; the random streams of the two devices differ, so their runs must not be mixed. Use "
+        f"--device {before} to resume it, --force to redo every run on {dev.type}, or --out for a new store")
 
 
 def _manifest(scenario: Scenario, dev: torch.device, command: str | None) -> dict[str, Any]:
