@@ -288,8 +288,9 @@ def engine_overhead(ctx: harness.Context) -> None:
              "verdict": harness.verdict(tb.median / te.median, 1 / 1.05) + f" (overhead {100 * over:+.1f}%)"})
 
 
-def final_fitness(ctx: harness.Context, seeds: int) -> None:
-    D, pop, gens, seeds = ctx.pick(30, 5), ctx.pick(100, 10), ctx.pick(200, 3), ctx.pick(seeds, 2)
+def final_fitness(ctx: harness.Context, seeds: int, shape: str = "30,100,200") -> None:
+    D, pop, gens = (int(v) for v in shape.split(","))
+    D, pop, gens, seeds = ctx.pick(D, 5), ctx.pick(pop, 10), ctx.pick(gens, 3), ctx.pick(seeds, 2)
     ls, opt = make_evosgd(D, pop, seeds, ctx.device, seed=1)
     start = opt.population.cpu().numpy().astype(np.float64)  # [R, pop, D], the same start for DEAP
     for _ in range(gens + 1):  # generation 0 evaluates the initial population
@@ -336,6 +337,8 @@ def main(argv=None) -> None:
     p = harness.parser(__doc__.splitlines()[0])
     p.add_argument("--parts", default="time,overhead,quality",
                    help="comma-separated: time (per generation), overhead (run_one vs bare steps), quality (final fitness)")
+    p.add_argument("--quality-shape", default="30,100,200", metavar="D,POP,GENS",
+                   help="dimension, population and generations of the quality comparison (default 30,100,200)")
     p.add_argument("--anchors", default="deap,deap_numpy,evotorch", help="comma-separated anchors of the time rows")
     p.add_argument("--seeds", type=int, default=1000, help="seeds (replicates) of the quality comparison (1000: at 100 and 300 seeds the test moved between p = 0.0074 and 0.21)")
     args = p.parse_args(argv)
@@ -348,7 +351,7 @@ def main(argv=None) -> None:
     if "overhead" in parts:
         engine_overhead(ctx)
     if "quality" in parts:
-        final_fitness(ctx, args.seeds)
+        final_fitness(ctx, args.seeds, args.quality_shape)
     harness.finish(ctx, "GA vs DEAP / EvoTorch (seconds per generation; loss for the quality row; ratio = anchor / evosgd)",
                    ["comparison", "evosgd_s", "anchor", "anchor_s", "ratio", "goal", "verdict", "ns_per_gene", "load1"])
 

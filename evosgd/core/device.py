@@ -1,4 +1,24 @@
-"""Device selection: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``."""
+"""Devices: selection, the device in a run's identity, and the one way values cross to the host.
+
+Selection: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+
+Random streams per device.  Every run draws from one ``torch.Generator`` on its device, seeded
+from the scenario seed and the run id (``core.seeding``).  torch's CPU generator (Mersenne
+Twister) and its CUDA generator (Philox) are different streams, and a few engines draw in a
+different order on each (on the CPU, Gaussian mutation and Wright-Fisher mutation draw normals for
+the mutating genes only; on a GPU for every gene).  So:
+
+* the same scenario and seed give bit-identical results on every CPU (the product's promise);
+* on a GPU they give another sample of the same distributions, reproducible on the same GPU
+  model and torch version (up to CUDA's non-deterministic kernels), not the CPU's numbers;
+* landscape instances (shifts, rotations, data sets, teachers) are drawn on the CPU and moved,
+  so both devices optimise the same problems.
+
+Hence the device *type* ("cpu" or "cuda", :func:`device_kind`) is part of a run's id: a results
+store made on one device and resumed on the other would otherwise mix samples of two streams; the
+runner refuses such a resume with a message (``--force`` redoes the runs, ``--out`` starts anew).
+
+Host transfers: see :func:`to_host` and the note above it."""
 
 from __future__ import annotations
 
