@@ -77,6 +77,8 @@ def sel_best(losses: torch.Tensor, n: int) -> torch.Tensor:
     """Indices ``[R, n]`` of the n lowest losses, best first (DEAP ``tools.selBest``).
     Non-finite losses rank last."""
     key = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
+    if n == 1:  # the best (elitism 1, recommend()): argmin returns the first minimum, as the stable sort does, in O(P)
+        return key.argmin(dim=1, keepdim=True)
     return key.argsort(dim=1, stable=True)[:, :n]
 
 
@@ -371,7 +373,10 @@ def elitism(parents: torch.Tensor, parent_losses: torch.Tensor, offspring: torch
         return offspring, offspring_losses
     elite = sel_best(parent_losses, n_elite)
     key = torch.nan_to_num(offspring_losses, nan=math.inf, posinf=math.inf)
-    worst = key.argsort(dim=1, descending=True, stable=True)[:, :n_elite]  # non-finite first
+    if n_elite == 1:  # argmax returns the first maximum, as the stable descending sort does
+        worst = key.argmax(dim=1, keepdim=True)
+    else:
+        worst = key.argsort(dim=1, descending=True, stable=True)[:, :n_elite]  # non-finite first
     pop, los = offspring.clone(), offspring_losses.clone()
     pop.scatter_(1, worst.unsqueeze(-1).expand(-1, -1, pop.shape[-1]), gather(parents, elite))
     los.scatter_(1, worst, torch.gather(parent_losses, 1, elite))
