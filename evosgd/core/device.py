@@ -123,6 +123,14 @@ def host_side():
     return _Allowed()
 
 
+def library_sync():
+    """Marks a library call that synchronises by itself: ``torch.linalg``'s decompositions read
+    their LAPACK/cuSOLVER ``info`` back to the host to raise on failure.  Allowed, and counted as
+    one host read."""
+    TRANSFERS["reads"] += 1
+    return _Allowed()
+
+
 def to_host(t, dtype=None) -> np.ndarray:
     """``t`` as a NumPy array on the host: ``t.detach().cpu().numpy()`` (optionally cast to a NumPy
     ``dtype`` on the host).  One synchronisation on a GPU; free on the CPU (a view, no copy).

@@ -65,7 +65,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from evosgd.core.device import host_bool, host_list
+from evosgd.core.device import host_bool, host_list, library_sync
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.evolution.es_base import ESParams, EvolutionStrategy, commit, default_popsize, expected_norm, log_weights
 
@@ -310,7 +310,8 @@ class CMAES(EvolutionStrategy):
             # a non-finite C (diverged replicate, never committed) must not stop eigh for the others
             C = torch.where(torch.isfinite(C).all(dim=(1, 2)).view(-1, 1, 1), C,
                             torch.eye(self.dim, device=self.device, dtype=self.dtype))
-        evals, B = torch.linalg.eigh(C)
+        with library_sync():  # eigh checks its solver's info on the host: one documented sync
+            evals, B = torch.linalg.eigh(C)
         d = torch.sqrt(evals.clamp(min=tiny))
         if due is None:
             state.B, state.d, state.eigen_age = B, d, torch.zeros_like(state.eigen_age)
