@@ -211,7 +211,7 @@ def main(argv=None) -> None:
                 except Exception as e:  # an anchor that does not build here is reported, not fatal
                     ctx.add({"comparison": f"MLP R={R} b={b}", "anchor": f"{label}: {type(e).__name__}: {e}"})
                     continue
-                te, tr = harness.measure_pair(lambda: evo(steps), lambda: ref(steps), ctx=ctx, warmup=1, repeats=5)
+                te, tr = harness.measure_pair(lambda e=evo, n=steps: e(n), lambda r=ref, n=steps: r(n), ctx=ctx, warmup=1, repeats=5)
                 t_evo, t_ref = te.per(steps), tr.per(steps)
                 if name == "bmm":
                     t_bmm = t_ref

@@ -160,7 +160,7 @@ def test_every_optimizer_step_reads_the_host_only_through_the_helpers_cpu(kind):
     """The CPU stand-in of the CUDA sync test below: it runs here, so a hidden host read is found
     before any GPU is lent."""
     try:
-        ls, budget, opt = _build(kind, torch.device("cpu"))
+        _, budget, opt = _build(kind, torch.device("cpu"))
     except EvosgdError as e:
         pytest.skip(f"{kind} refuses this landscape: {e}")
     for _ in range(2):
@@ -179,7 +179,7 @@ def test_every_optimizer_step_reads_the_host_only_through_the_helpers_cpu(kind):
 def test_every_optimizer_steps_on_cuda_without_hidden_host_synchronisation(kind):
     device = torch.device("cuda")
     try:
-        ls, budget, opt = _build(kind, device)
+        _, budget, opt = _build(kind, device)
     except EvosgdError as e:  # an optimizer that needs another landscape refuses it clearly
         pytest.skip(f"{kind} refuses this landscape: {e}")
     for _ in range(2):  # the first steps may set up (generation 0, lazily built constants)
