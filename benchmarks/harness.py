@@ -219,6 +219,12 @@ def measure_pair(fn_a: Callable[[], Any], fn_b: Callable[[], Any], *, ctx: Conte
     return a, b
 
 
+def measure_all(fns: Sequence[Callable[[], Any]], *, ctx: Context | None = None, warmup: int = 1,
+                repeats: int = 5) -> list[Timing]:
+    """Median times of several functions measured in turn (a, b, c, a, b, c, ...)."""
+    return _alternate(tuple(fns), ctx, warmup, repeats)
+
+
 def _alternate(fns: tuple[Callable[[], Any], ...], ctx: Context | None, warmup: int, repeats: int) -> list[Timing]:
     """Each of ``fns`` timed ``repeats`` times, in turn, after ``warmup`` untimed rounds."""
     if ctx is not None and ctx.args.repeats is not None:
