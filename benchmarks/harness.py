@@ -6,9 +6,15 @@ same machine load, the same torch build and the same thread count.
 
 Conventions
 
-* ``--device cpu|cuda|auto`` (default cpu), ``--threads N`` (torch intra-op threads, default 2:
-  the reference machine has 2 cores), ``--smoke`` (tiny sizes: checks the script runs, numbers
-  mean nothing), ``--json PATH`` (also write the rows and the machine information as JSON).
+* ``--device cpu|cuda|auto`` (default cpu), ``--threads N`` (default 2: the reference machine has
+  2 cores) limits torch's intra-op threads AND every BLAS/OpenMP pool of the process (numpy's
+  OpenBLAS or MKL, through threadpoolctl), so that the anchor (pycma and DEAP compute with numpy)
+  and evosgd run on the same threads; ``--quick`` (alias ``--smoke``: tiny sizes, checks the
+  script runs, numbers mean nothing; CI runs it), ``--json PATH`` (also write the rows and the
+  machine information as JSON).
+* Every row carries ``load1``, the machine's 1-minute load average when the row was finished: on a
+  shared machine it says how far to trust the row (a ratio is measured alternately, so load
+  moves both sides, but a load above the core count still adds noise).
 * ``--clock wall|cpu``: elapsed time (default) or the process's CPU time.  On a shared machine
   whose load exceeds its cores, wall time measures the scheduler as much as the code; with
   ``--threads 1`` the CPU time of the process is the work it did, and the ratio stays meaningful.
@@ -45,7 +51,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes: only checks that the script runs")
+    p.add_argument("--quick", "--smoke", dest="smoke", action="store_true",
+                   help="tiny sizes: only checks that the script runs (CI); the figures mean nothing")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default: per script)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write machine info and rows as JSON")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -74,6 +81,7 @@ class Context:
     def add(self, row: dict[str, Any]) -> None:
         """Record a table row and print it at once (a long benchmark shows its progress, and a
         run stopped by a timeout still leaves its finished rows in the log)."""
+        row.setdefault("load1", load1())
         self.rows.append(row)
         print("row: " + ", ".join(f"{k}={fmt(v)}" for k, v in row.items()), flush=True)
 
@@ -82,9 +90,37 @@ class Context:
             torch.cuda.synchronize(self.device)
 
 
+#: the threadpoolctl limiter of the process (kept alive: the limit holds while it exists)
+_BLAS_LIMIT: Any = None
+
+
+def limit_threads(n: int) -> str:
+    """torch intra-op threads and every native thread pool (BLAS, OpenMP) of the process to ``n``;
+    returns what was limited, for the machine line.  Without threadpoolctl only torch is limited
+    (and the line says so), so an anchor computing with numpy may use more threads."""
+    global _BLAS_LIMIT
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        return "torch only (threadpoolctl not installed)"
+    _BLAS_LIMIT = threadpool_limits(limits=n)
+    pools = sorted({f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()})
+    return ", ".join(pools) or "no native pools"
+
+
+def load1() -> float:
+    """The 1-minute load average (NaN where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return float("nan")
+
+
 def setup(args: argparse.Namespace) -> Context:
-    """Apply ``--threads``, resolve ``--device``, print the machine information."""
-    torch.set_num_threads(max(1, args.threads))
+    """Apply ``--threads`` (torch and BLAS), resolve ``--device``, print the machine information."""
+    args.native_threads = limit_threads(args.threads)
     from evosgd.core.device import resolve_device
 
     if args.malloc == "tuned":  # what `evosgd run` does in every run (see evosgd/core/hostmem.py)
@@ -128,6 +164,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     if args is not None:
         info["clock"] = args.clock
         info["malloc"] = args.malloc
+        info["native_threads"] = getattr(args, "native_threads", "?")
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     try:
@@ -180,6 +217,12 @@ def measure_pair(fn_a: Callable[[], Any], fn_b: Callable[[], Any], *, ctx: Conte
     stays meaningful on a shared machine."""
     a, b = _alternate((fn_a, fn_b), ctx, warmup, repeats)
     return a, b
+
+
+def measure_all(fns: Sequence[Callable[[], Any]], *, ctx: Context | None = None, warmup: int = 1,
+                repeats: int = 5) -> list[Timing]:
+    """Median times of several functions measured in turn (a, b, c, a, b, c, ...)."""
+    return _alternate(tuple(fns), ctx, warmup, repeats)
 
 
 def _alternate(fns: tuple[Callable[[], Any], ...], ctx: Context | None, warmup: int, repeats: int) -> list[Timing]:

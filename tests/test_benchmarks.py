@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmark scripts: each runs end to end at tiny sizes (``--smoke``).
+"""Smoke tests of the benchmark scripts: each runs end to end at tiny sizes (``--quick``).
 
 No timing is asserted (performance is measured by the benchmarks themselves, never by tests);
 what is checked is that every script runs, produces its table rows with finite figures, and
@@ -28,6 +28,7 @@ SCRIPTS = {
     "bench_wright_fisher": [],
     "bench_scaling": ["--engines", "ga,cmaes,wright_fisher,sgd"],
     "bench_runner": ["--workers", "1"],
+    "bench_replicates": [],
 }
 
 
@@ -41,7 +42,7 @@ def test_benchmark_script_runs_in_smoke_mode(script, tmp_path, capsys):
         pytest.importorskip("ioh")
     module = importlib.import_module(script)
     out = tmp_path / f"{script}.json"
-    argv = ["--smoke", "--threads", "1", "--json", str(out), *SCRIPTS[script]]
+    argv = ["--quick", "--threads", "1", "--json", str(out), *SCRIPTS[script]]
     if script == "bench_scaling":
         argv += ["--png", str(tmp_path / "scaling.png")]
     module.main(argv)
@@ -51,6 +52,10 @@ def test_benchmark_script_runs_in_smoke_mode(script, tmp_path, capsys):
     assert payload["machine"]["torch_threads"] == 1
     rows = payload["rows"]
     assert rows, "the benchmark produced no rows"
+    assert all("load1" in r for r in rows)  # every row says how loaded the machine was
+    # both sides on the same threads: torch and every native pool (BLAS, OpenMP) limited to 1
+    pools = payload["machine"]["native_threads"]
+    assert "threadpoolctl not installed" in pools or all(p.endswith("=1") for p in pools.split(", ")), pools
     numbers = [v for r in rows for v in r.values() if isinstance(v, float)]
     assert numbers and all(not math.isinf(v) for v in numbers)
     if script == "bench_scaling":

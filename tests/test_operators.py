@@ -275,3 +275,25 @@ def test_gaussian_mutation_draws_normals_for_the_hits_only():
     hit = torch.rand(x.shape, generator=replay) < 0.1
     assert torch.equal(y != x, hit) and 0 < int(hit.sum()) < hit.numel()
     torch.testing.assert_close(y[hit], x[hit] + 0.5 * torch.randn(int(hit.sum()), generator=replay), rtol=0, atol=0)
+
+
+def test_best_and_worst_of_one_agree_with_the_stable_sort_ties_and_non_finite_included():
+    """sel_best(., 1) and elitism with one elite take argmin/argmax (O(P)) instead of a stable sort:
+    the same index, the first of tied values, with NaN and inf ranked last for sel_best."""
+    import math
+
+    g = torch.Generator().manual_seed(5)
+    losses = torch.randint(0, 4, (64, 9), generator=g).double()  # many ties
+    losses[::7, 3] = math.nan
+    losses[::5, 0] = math.inf
+    losses[1] = math.nan  # a whole row non-finite
+    key = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
+    assert torch.equal(ops.sel_best(losses, 1), key.argsort(dim=1, stable=True)[:, :1])
+    pop = torch.arange(64 * 9 * 2, dtype=torch.float64).reshape(64, 9, 2)
+    parents = -pop - 1.0  # differs from every offspring
+    new, new_losses = ops.elitism(parents, losses.clone(), pop, losses, 1)
+    worst = key.argsort(dim=1, descending=True, stable=True)[:, 0]
+    rows = torch.arange(64)
+    assert torch.equal(new[rows, worst], parents[rows, ops.sel_best(losses, 1)[:, 0]])
+    changed = (new != pop).any(dim=2)
+    assert torch.equal(changed.sum(dim=1), torch.ones(64, dtype=torch.long))  # exactly one replaced per row

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evosgd.core.device import to_device, to_host
 from evosgd.core.errors import ParameterError
 
 CLOCK_UNITS = ("cost", "evaluations", "steps", "sim_time")
@@ -36,7 +37,7 @@ _SCALARS = (int, float)
 
 def _as_host(x: Any, n: int) -> np.ndarray | float:
     if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float64).numpy()
+        x = to_host(x, np.float64)
     if np.ndim(x) == 0:
         return float(x)
     arr = np.asarray(x, dtype=np.float64)
@@ -91,7 +92,7 @@ class Budget:
         if mask is None:
             return slice(None)
         if isinstance(mask, torch.Tensor):
-            mask = mask.detach().cpu().numpy()
+            mask = to_host(mask)
         return np.asarray(mask, dtype=bool)
 
     def charge(self, evaluations: Any = 0, gradient_evaluations: Any = 0, mask: Any = None) -> None:
@@ -140,7 +141,7 @@ class Budget:
 
     def time(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``clock()`` as a tensor ``[R]`` on the landscape's device, ready to pass as ``t``."""
-        return torch.as_tensor(self.clock(), dtype=dtype, device=device)
+        return to_device(self.clock(), torch.device(device), dtype)
 
     def exhausted(self) -> np.ndarray:
         """Boolean ``[R]``: replicates that reached a limit."""

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from evosgd.core.device import host_bool, to_device, to_host
+
 
 class Optimizer(abc.ABC):
     """Base class holding the shared state and the divergence bookkeeping."""
@@ -59,7 +61,7 @@ class Optimizer(abc.ABC):
     @property
     def active(self) -> torch.Tensor:
         """``[R]`` bool: replicates that have not diverged and still have budget."""
-        exhausted = torch.as_tensor(self.budget.exhausted(), device=self.device)
+        exhausted = to_device(self.budget.exhausted(), self.device)
         return ~self.diverged & ~exhausted
 
     def time(self) -> torch.Tensor:
@@ -84,15 +86,16 @@ class Optimizer(abc.ABC):
             for v in values:
                 s = v.sum()
                 total = s if total is None else total + s
-            if total is None or bool(torch.isfinite(total)):
+            if total is None or host_bool(torch.isfinite(total)):
                 return self.diverged
             new = self._non_finite_rows(values, exact=True)
         else:
             new = self._non_finite_rows(values, exact=False) & ~self.diverged
-            if bool(new.any()):
+            if host_bool(new.any()):
                 new = self._non_finite_rows(values, exact=True) & ~self.diverged  # rare: confirm
-        if bool(new.any()):
-            idx = new.nonzero().flatten().cpu().numpy()
+        new_host = to_host(new)
+        if new_host.any():
+            idx = np.flatnonzero(new_host)
             self.diverged_step[idx] = self.budget.steps[idx]
             self.diverged |= new
         return self.diverged

@@ -66,6 +66,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from evosgd.core.device import host_bool, host_list, library_sync
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.evolution.es_base import EvolutionStrategy, RecombinationParams, commit, default_popsize, expected_norm, log_weights
 
@@ -202,10 +203,10 @@ class CMAES(EvolutionStrategy):
     def _constants(self, popsize: torch.Tensor) -> CMAConstants:
         """Per-replicate constants from per-replicate population sizes (a loop over the few distinct sizes)."""
         R, n = self.replicates, self.dim
-        p_max = int(popsize.max())
-        table = {L: cma_defaults(n, L, active=self.params.active, separable=self.separable, weights=self.params.weights)
-                 for L in popsize.unique().tolist()}
-        sizes = popsize.tolist()
+        sizes = host_list(popsize)  # at setup and restarts only: one host read
+        p_max, self._lam_min = max(sizes), min(sizes)
+        table = {L: cma_defaults(n, L, active=self.params.active, separable=self.separable,
+                                 weights=self.params.weights) for L in sorted(set(sizes))}
         weights = torch.zeros(R, p_max, dtype=torch.float64)
         for L, c in table.items():
             weights[[r for r in range(R) if sizes[r] == L], :L] = torch.tensor(c["weights"], dtype=torch.float64)
@@ -254,10 +255,10 @@ class CMAES(EvolutionStrategy):
     def evaluate(self, population: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """Each replicate evaluates (and pays for) its own lambda; padded members get loss +inf."""
         lam = self.constants.popsize
-        if population.shape[1] == int(lam.min()):  # everybody has the same population size
+        if population.shape[1] == self._lam_min:  # everybody has the same population size
             return super().evaluate(population, active)
         losses = torch.full(population.shape[:2], math.inf, device=self.device, dtype=self.dtype)
-        for L in lam[active].unique().tolist():  # few distinct sizes (doublings), not replicates
+        for L in sorted(set(host_list(torch.where(active, lam, 0))) - {0}):  # few distinct sizes (doublings), not replicates
             group = active & (lam == L)
             f = super().evaluate(population[:, :L].contiguous(), group)
             losses[:, :L] = torch.where(group.unsqueeze(1), f, losses[:, :L])
@@ -311,18 +312,19 @@ class CMAES(EvolutionStrategy):
             state.d = torch.sqrt(state.C.clamp(min=tiny))
             state.eigen_age = torch.zeros_like(state.eigen_age)
             return state
-        if self.params.lazy_eigen and not bool((self.constants.eigen_gap == 1).all()):
+        if self.params.lazy_eigen and not host_bool((self.constants.eigen_gap == 1).all()):
             due = state.eigen_age >= self.constants.eigen_gap
-            if not bool(due.any()):
+            if not host_bool(due.any()):
                 return state
         else:
             due = None  # every replicate, every generation
         C = state.C
-        if not bool(torch.isfinite(C.sum())):
+        if not host_bool(torch.isfinite(C.sum())):
             # a non-finite C (diverged replicate, never committed) must not stop eigh for the others
             C = torch.where(torch.isfinite(C).all(dim=(1, 2)).view(-1, 1, 1), C,
                             torch.eye(self.dim, device=self.device, dtype=self.dtype))
-        evals, B = torch.linalg.eigh(C)
+        with library_sync():  # eigh checks its solver's info on the host: one documented sync
+            evals, B = torch.linalg.eigh(C)
         d = torch.sqrt(evals.clamp(min=tiny))
         if due is None:
             state.B, state.d, state.eigen_age = B, d, torch.zeros_like(state.eigen_age)
@@ -372,7 +374,7 @@ class CMAES(EvolutionStrategy):
         self.since_improvement = torch.where(improved, 0, self.since_improvement + committed.long())
         stop = committed & self._should_stop(f_best, f_worst)
         stop &= self.restarts < self.params.max_restarts
-        if bool(stop.any()):
+        if host_bool(stop.any()):
             self._restart(stop)
 
     def _should_stop(self, f_best: torch.Tensor, f_worst: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
+from evosgd.core.device import to_device
 from evosgd.core.errors import ParameterError
 from evosgd.core.optimizer import Optimizer
 from evosgd.evolution.fitness import FitnessParams, evaluate_population
@@ -200,7 +201,7 @@ class EvolutionStrategy(Optimizer):
         if host_active.all():
             self._step_all()
             return
-        active = torch.as_tensor(host_active, device=self.device)
+        active = to_device(host_active, self.device)
         population, aux = self.ask(self.state)
         losses = self.evaluate(population, active)
         new = self.tell(self.state, population, losses, aux)

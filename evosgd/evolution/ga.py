@@ -45,6 +45,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from evosgd.core.device import host_bool
 from evosgd.core.optimizer import Optimizer
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.evolution import operators as ops
@@ -227,7 +228,7 @@ class GeneticAlgorithm(Optimizer):
 
     def step(self) -> None:
         active = self.active
-        if not bool(active.any()):
+        if not host_bool(active.any()):  # the step's documented host read
             return
         p = self.params
         if self.losses is None:  # generation 0: evaluate the initial population

@@ -22,10 +22,13 @@ Conventions
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
 import torch
+
+from evosgd.core.device import host_side
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -74,6 +77,8 @@ def sel_best(losses: torch.Tensor, n: int) -> torch.Tensor:
     """Indices ``[R, n]`` of the n lowest losses, best first (DEAP ``tools.selBest``).
     Non-finite losses rank last."""
     key = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
+    if n == 1:  # the best (elitism 1, recommend()): argmin returns the first minimum, as the stable sort does, in O(P)
+        return key.argmin(dim=1, keepdim=True)
     return key.argsort(dim=1, stable=True)[:, :n]
 
 
@@ -314,12 +319,15 @@ def add_at(x: torch.Tensor, mask: torch.Tensor, draw: Callable[[int], torch.Tens
     """A copy of ``x`` with ``draw(k)`` added where ``mask`` holds (k = the number of hits; ``mask``
     as ``x``, or ``[..., 1]`` to move whole rows, then ``draw(k)`` is ``[k, x.shape[-1]]``)."""
     out = x.clone(memory_format=torch.contiguous_format)
-    if mask.shape == x.shape:
+    # nonzero sizes its output from the data: free on the CPU, a synchronisation on a GPU (the
+    # engines take this path on the CPU only)
+    with host_side() if x.device.type == "cpu" else contextlib.nullcontext():
         where = mask.reshape(-1).nonzero().squeeze(1)
+    if mask.shape == x.shape:
         if where.numel():
             out.view(-1).index_add_(0, where, draw(where.numel()))
         return out
-    rows = mask.reshape(-1).nonzero().squeeze(1)
+    rows = where
     if rows.numel():
         out.view(-1, x.shape[-1]).index_add_(0, rows, draw(rows.numel()))
     return out
@@ -337,8 +345,9 @@ def mut_polynomial(x: torch.Tensor, generator: torch.Generator, eta: float, low:
         x' = clip(x + dq (up - low), low, up).
 
     ``low``/``up`` are floats or tensors broadcastable to ``x``."""
-    low = torch.as_tensor(low, device=x.device, dtype=x.dtype)
-    up = torch.as_tensor(up, device=x.device, dtype=x.dtype)
+    # a float becomes a device scalar by a fill, not an upload (no host synchronisation on a GPU)
+    low = low.to(x) if isinstance(low, torch.Tensor) else torch.full((), float(low), device=x.device, dtype=x.dtype)
+    up = up.to(x) if isinstance(up, torch.Tensor) else torch.full((), float(up), device=x.device, dtype=x.dtype)
     span = up - low
     hit = _rand(x.shape, x, generator) < indpb
     u = _rand(x.shape, x, generator)
@@ -364,7 +373,10 @@ def elitism(parents: torch.Tensor, parent_losses: torch.Tensor, offspring: torch
         return offspring, offspring_losses
     elite = sel_best(parent_losses, n_elite)
     key = torch.nan_to_num(offspring_losses, nan=math.inf, posinf=math.inf)
-    worst = key.argsort(dim=1, descending=True, stable=True)[:, :n_elite]  # non-finite first
+    if n_elite == 1:  # argmax returns the first maximum, as the stable descending sort does
+        worst = key.argmax(dim=1, keepdim=True)
+    else:
+        worst = key.argsort(dim=1, descending=True, stable=True)[:, :n_elite]  # non-finite first
     pop, los = offspring.clone(), offspring_losses.clone()
     pop.scatter_(1, worst.unsqueeze(-1).expand(-1, -1, pop.shape[-1]), gather(parents, elite))
     los.scatter_(1, worst, torch.gather(parent_losses, 1, elite))

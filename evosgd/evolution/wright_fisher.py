@@ -58,6 +58,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
+from evosgd.core.device import host_bool
 from evosgd.core.optimizer import Optimizer
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.evolution import operators as ops
@@ -242,7 +243,7 @@ class WrightFisher(Optimizer):
     # -- protocol ---------------------------------------------------------------------
     def step(self) -> None:
         active = self.active
-        if not bool(active.any()):
+        if not host_bool(active.any()):  # the step's documented host read
             return
         p = self.params
         losses = self._losses(active)

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from evosgd.core.device import to_host
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.gradient import transforms as T
 from evosgd.gradient.estimators import GradientInfo
@@ -219,7 +220,7 @@ class SyncSGD(GradientOptimizer):
         self.step_time = torch.where(active, dt, self.step_time)
         self.idle = torch.where(active, self.idle + (kth.unsqueeze(1) - fastest).sum(dim=1), self.idle)
         self.busy_time = torch.where(active, self.busy_time + dt, self.busy_time)
-        self.budget.advance_time(dt.cpu().numpy(), mask=active.cpu().numpy())  # documented host sync
+        self.budget.advance_time(to_host(dt), mask=to_host(active))  # documented host sync
         return self.estimate(self.theta, t)
 
     def metrics(self) -> dict[str, Any]:
@@ -298,7 +299,7 @@ class AsyncSGD(GradientOptimizer):
             staleness = self.version - self.read_version[self.rows, w]
             theta_read = self.read_theta[self.rows, w]
             self._arriving = w
-        self.budget.advance_time(dt.cpu().numpy(), mask=active.cpu().numpy())  # documented host sync
+        self.budget.advance_time(to_host(dt), mask=to_host(active))  # documented host sync
         self.now = torch.where(active, self.now + dt, self.now)
         self._staleness = staleness
         info = self.estimate(theta_read, t)

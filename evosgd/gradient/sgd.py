@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from evosgd.core.device import host_bool, to_device, to_host
 from evosgd.core.errors import ParameterError
 from evosgd.core.optimizer import Optimizer
 from evosgd.core.registry import OPTIMIZERS
@@ -228,7 +229,7 @@ class GradientOptimizer(Optimizer):
         if self.adaptive:
             b_max = int(self.batch_sizes.max())
             batch = self.sampler.draw(b_max, t)
-            b = torch.as_tensor(self.batch_sizes, device=self.device)
+            b = to_device(self.batch_sizes, self.device)
             weights = (torch.arange(b_max, device=self.device).unsqueeze(0) < b.unsqueeze(1)).to(self.dtype)
             return batch_gradient(self.landscape, theta, batch, t, stats=True, weights=weights)
         batches = [self.sampler.draw(p.batch_size, t) for _ in range(p.accumulation_steps)]
@@ -255,8 +256,8 @@ class GradientOptimizer(Optimizer):
             g2 = info.grads.pow(2).sum(dim=-1)
             want = torch.ceil(info.grad_variance / (self.params.norm_test_theta**2 * g2))
             want = torch.nan_to_num(want, nan=0.0, posinf=float(self.params.max_batch_size))
-            new = np.minimum(np.maximum(self.batch_sizes, want.cpu().numpy().astype(np.int64)), self.params.max_batch_size)
-            self.batch_sizes = np.where(moved.cpu().numpy(), new, self.batch_sizes)
+            new = np.minimum(np.maximum(self.batch_sizes, to_host(want).astype(np.int64)), self.params.max_batch_size)
+            self.batch_sizes = np.where(to_host(moved), new, self.batch_sizes)
 
     # -- protocol --------------------------------------------------------------------------
     def step(self) -> None:
@@ -269,7 +270,7 @@ class GradientOptimizer(Optimizer):
                 self._all_active = torch.ones(self.replicates, dtype=torch.bool, device=self.device)
             active = self._all_active
         else:
-            active = torch.as_tensor(active_host, device=self.device)
+            active = to_device(active_host, self.device)
         t = self.time() if self.landscape.drifting else None
         info = self.gradient(active, t)
         new_theta, new_state = T.apply_updates(self.tx, info.grads, self.state, self.theta, **info.extras())
@@ -318,7 +319,7 @@ class GradientOptimizer(Optimizer):
         self.best_ema = torch.where(improved, ema, self.best_ema)
         self.since_best = torch.where(improved, 0, self.since_best + moved.long())
         stop = moved & (self.since_best >= p.restart_patience) & (self.restart_count < p.max_restarts)
-        if bool(stop.any()):
+        if host_bool(stop.any()):  # documented: one host read per step, with restarts on
             self._restart(stop)
 
     def _restart(self, which: torch.Tensor) -> None:

@@ -45,6 +45,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import torch
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from evosgd.core.device import to_device
 from evosgd.core.errors import ConfigError
 from evosgd.core.registry import format_validation_error
 from evosgd.gradient.schedules import (
@@ -339,7 +340,7 @@ class ConfidenceState(NamedTuple):
 
 
 def _batch_tensor(b: Any, like: Tensor) -> Tensor:
-    return torch.as_tensor(b, dtype=like.dtype, device=like.device).expand(like.shape[0])
+    return to_device(b, like.device, like.dtype).expand(like.shape[0])
 
 
 def scale_by_confidence(rule: str = "snr", theta: float = 1.0, min_factor: float = 0.0) -> GradientTransform:

@@ -39,6 +39,8 @@ from typing import Any, Union
 
 import torch
 
+from evosgd.core.device import to_device
+
 Time = Union[float, torch.Tensor, None]
 Batch = dict[str, torch.Tensor]
 
@@ -58,7 +60,7 @@ def time_tensor(t: Time, replicates: int, device: torch.device, dtype: torch.dty
     """``t`` as a tensor ``[R]`` (``None`` means 0)."""
     if t is None:
         return torch.zeros(replicates, device=device, dtype=dtype)
-    tt = torch.as_tensor(t, device=device, dtype=dtype)
+    tt = to_device(t, torch.device(device), dtype)
     return tt.expand(replicates) if tt.dim() == 0 else tt
 
 

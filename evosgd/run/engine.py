@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from evosgd.core.budget import Budget, BudgetLimits
-from evosgd.core.device import resolve_device
+from evosgd.core.device import resolve_device, to_host
 from evosgd.core.dtype import resolve_dtype
 from evosgd.core.errors import EvosgdError
 from evosgd.core.hostmem import tune_host_allocator
@@ -106,9 +106,7 @@ class Schedule:
 
 
 def _host(x: Any, n: int) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float64).numpy()
-    arr = np.asarray(x, dtype=np.float64)
+    arr = np.array(to_host(x), dtype=np.float64)  # a copy: a record must not alias live state
     if arr.ndim == 0:
         return np.full(n, float(arr))
     return arr.reshape(-1)[:n] if arr.size >= n else np.full(n, np.nan)
@@ -147,7 +145,7 @@ class Recorder:
         tracked = error if np.isfinite(opt_loss).all() else true_loss
         # a diverged replicate keeps its best finite value; fmin ignores NaN
         self.best = np.fmin(self.best, np.where(np.isfinite(tracked), tracked, np.nan))
-        opt_div = np.asarray(self.opt.diverged.detach().cpu().numpy(), dtype=bool)
+        opt_div = np.asarray(to_host(self.opt.diverged), dtype=bool)
         newly = (opt_div | ~np.isfinite(true_loss)) & ~self.diverged
         if newly.any():
             steps = np.asarray(getattr(self.opt, "diverged_step", np.full(R, -1)))
@@ -222,7 +220,7 @@ def run_one(run: RunSpec, device: str | torch.device | None = None,
     # The optimizer's host-side ledger of divergence (every Optimizer keeps one): no device read
     # per step.  An object offering only the protocol's ``diverged`` tensor is read through it.
     host_diverged = ((lambda: optimizer.diverged_step >= 0) if hasattr(optimizer, "diverged_step")
-                     else (lambda: optimizer.diverged.detach().cpu().numpy()))
+                     else (lambda: to_host(optimizer.diverged)))
     # Stall check every STALL_CHECK steps (the budget's totals are a few numpy reductions): a
     # stalled optimizer is stopped within STALL_CHECK steps of its STALL_STEPS-th idle step.
     last_progress, last_moved, steps = _progress(budget), 0, 0

@@ -25,7 +25,7 @@ import torch
 from evosgd.core.analysis_api import AnalysisContext
 from evosgd.core.device import device_description, resolve_device
 from evosgd.core.dtype import resolve_dtype
-from evosgd.core.errors import EvosgdError
+from evosgd.core.errors import DeviceError, EvosgdError
 from evosgd.core.registry import ANALYSES, LANDSCAPES, OPTIMIZERS
 from evosgd.run.events import Event, Listener, ProgressSink, RunFinished, RunProgress, SweepFinished, SweepStarted
 from evosgd.run.executors import Executor, make_executor
@@ -241,6 +241,7 @@ def _execute_locked(scenario: Scenario, store: ResultsStore, dev: torch.device, 
                     events: Listener) -> None:
     store.prepare()
     old = store.read_manifest() or {}
+    _refuse_other_device(store, old, dev, force)
     manifest = _manifest(scenario, dev, command)
     old_runs = old.get("runs", {}) if isinstance(old.get("runs"), dict) else {}
     pending: list[RunSpec] = []
@@ -347,6 +348,21 @@ def _budget_words(scenario: Scenario) -> str:
     limits = budget.model_dump() if hasattr(budget, "model_dump") else dict(budget or {})
     return ", ".join(f"{k} = {v:g}" if isinstance(v, (int, float)) else f"{k} = {v}"
                      for k, v in limits.items() if v is not None) or "no limit"
+
+
+def _refuse_other_device(store: ResultsStore, old: dict[str, Any], dev: torch.device, force: bool) -> None:
+    """A store whose finished runs were made on another device type is not resumed silently: the
+    CPU and CUDA random streams differ (the device type is part of a run's id), so its old runs
+    would sit beside the new ones as samples of another stream."""
+    before = str((old.get("provenance") or {}).get("device", "")).split(" ")[0].split(":")[0]
+    runs = old.get("runs") if isinstance(old.get("runs"), dict) else {}
+    finished = sum(1 for r in runs.values() if isinstance(r, dict) and r.get("status") in ("done", "diverged"))
+    if force or not before or before == dev.type or not finished:
+        return
+    raise DeviceError(
+        f"the results store {store.root} holds {finished} run(s) made on {before}, and this command runs on "
+        f"{dev.type}; the random streams of the two devices differ, so their runs must not be mixed. Use "
+        f"--device {before} to resume it, --force to redo every run on {dev.type}, or --out for a new store")
 
 
 def _manifest(scenario: Scenario, dev: torch.device, command: str | None) -> dict[str, Any]:

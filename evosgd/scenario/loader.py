@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ValidationError
 
+from evosgd.core.device import device_kind
 from evosgd.core.errors import ConfigError
 from evosgd.core.registry import ANALYSES, LANDSCAPES, OPTIMIZERS, Registry, load_all, suggest
 from evosgd.scenario.problems import MISSING, Problems
@@ -95,15 +96,18 @@ class RunSpec:
     def config(self) -> dict[str, Any]:
         """The resolved configuration that defines the run's results (hashed into its id).
 
-        The device is left out on purpose: it is where a run executes, not what it computes
-        (results on another device differ only by floating-point rounding)."""
+        The device *type* is part of it (``device_kind``: "cpu" or "cuda", not the card): torch's
+        CPU and CUDA generators are different random streams, so the same seed gives another
+        sample on a GPU, and a store resumed on another device must not mix the two.  It is
+        written only when it is not "cpu", so CPU run ids are those of earlier versions."""
         return run_config(self.label, self.kind, self.params, self.landscape, self.replicates, self.seed,
-                          self.dtype, self.grad_cost, self.clock, self.budget, self.record, self.plugins)
+                          self.dtype, self.grad_cost, self.clock, self.budget, self.record, self.plugins,
+                          device_kind(self.device))
 
 
 def run_config(label: str, kind: str, params: dict, landscape: LandscapeSpec, replicates: int, seed: int, dtype: str,
                grad_cost: float, clock: str, budget: dict, record: dict,
-               plugins: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+               plugins: list[dict[str, Any]] | None = None, device: str = "cpu") -> dict[str, Any]:
     config = {
         "format": RUN_FORMAT, "label": label, "kind": kind, "params": params,
         "landscape": asdict(landscape), "replicates": replicates, "seed": seed, "dtype": dtype,
@@ -113,6 +117,8 @@ def run_config(label: str, kind: str, params: dict, landscape: LandscapeSpec, re
         from evosgd.core.plugins import identity
 
         config["plugins"] = [identity(r) for r in plugins]
+    if device != "cpu":  # the random stream of another device (see RunSpec.config)
+        config["device"] = device
     return config
 
 
@@ -526,7 +532,7 @@ class _Resolver(SweepMixin):
         plugins = plugins_of([(OPTIMIZERS, kind), (LANDSCAPES, land.kind),
                               (drift_registry(), (land.drift or {}).get("kind"))])
         config = run_config(opt.label, kind, params, land, s.replicates, s.seed, s.dtype, s.grad_cost, s.clock,
-                            budget, record, plugins)
+                            budget, record, plugins, device_kind(s.device))
         return RunSpec(
             run_id=f"{opt.label}-{config_hash(config)}", scenario=s.name, label=opt.label, kind=kind, params=params,
             sweep=dict(sub), landscape=land, replicates=s.replicates, seed=s.seed, dtype=s.dtype, device=s.device,
