@@ -40,7 +40,8 @@ from pydantic import Field, model_validator
 
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.evolution.es_base import EvolutionStrategy, SearchParams, default_popsize
-from evosgd.gradient.transforms import TransformSpec, build_transform, transform_metrics
+from evosgd.gradient.transform_specs import TransformSpec, build_transform
+from evosgd.gradient.transforms import transform_metrics
 
 
 def _default_transforms() -> list:

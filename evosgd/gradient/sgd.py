@@ -40,6 +40,7 @@ from evosgd.core.device import host_bool, to_device, to_host
 from evosgd.core.errors import ParameterError
 from evosgd.core.optimizer import Optimizer
 from evosgd.core.registry import OPTIMIZERS
+from evosgd.gradient import transform_specs as TS
 from evosgd.gradient import transforms as T
 from evosgd.gradient.estimators import (
     BatchSampler,
@@ -89,7 +90,7 @@ class SGDParams(MinibatchParams):
     )
     norm_test_theta: float = Field(0.5, gt=0.0, description="theta of the adaptive-batch norm test (Byrd et al. 2012 use 0.5-0.9)")
     max_batch_size: int = Field(1024, ge=1, description="upper limit of the adaptive batch size")
-    transforms: list[T.TransformSpec] | None = Field(
+    transforms: list[TS.TransformSpec] | None = Field(
         None, description="explicit transform chain (in order) instead of the convenience fields lr ... confidence"
     )
 
@@ -112,7 +113,7 @@ class SGDParams(MinibatchParams):
     def chain(self) -> T.GradientTransform:
         """The transform chain: torch.optim.SGD order, confidence on the raw gradient first."""
         if self.transforms is not None:
-            return T.build_transform(self.transforms)
+            return TS.build_transform(self.transforms)
         parts = []
         if self.confidence != "off":
             parts.append(T.scale_by_confidence(self.confidence, self.confidence_theta, self.confidence_min_factor))

@@ -10,8 +10,6 @@ runs it already finished.  Replicate r of every run meets the landscape instance
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,15 +18,30 @@ from pydantic import BaseModel, ValidationError
 
 from evosgd.core.device import device_kind
 from evosgd.core.errors import ConfigError
-from evosgd.core.registry import ANALYSES, LANDSCAPES, OPTIMIZERS, Registry, load_all, suggest
+from evosgd.core.registry import (
+    ANALYSES,
+    LANDSCAPES,
+    OPTIMIZERS,
+    Registry,
+    load_all,
+    suggest,
+)
 from evosgd.scenario.problems import MISSING, Problems
 from evosgd.scenario.reading import read_document
+from evosgd.scenario.runspec import (  # noqa: F401  (part of this module's API)
+    RUN_FORMAT,
+    ComponentSpec,
+    LandscapeSpec,
+    RunSpec,
+    canonical_json,
+    config_hash,
+    plugins_of,
+    run_config,
+)
 from evosgd.scenario.schema import ScenarioSpec, check_label
 from evosgd.scenario.strict import report_strict, section_keys
 from evosgd.scenario.sweep import SWEEPABLE, SweepMixin  # noqa: F401  (SWEEPABLE: part of this module's API)
 
-#: bump when the meaning of a stored run changes, so old results are not mistaken for new ones
-RUN_FORMAT = 1
 SECTIONS = ("scenario", "landscape", "optimizer", "sweep", "analysis", "quick")
 REQUIRED_SECTIONS = ("scenario", "landscape", "optimizer")
 
@@ -50,95 +63,6 @@ def drift_registry() -> Registry | None:
         except ImportError:
             return None
     return found
-
-
-# ----------------------------------------------------------------------------- specs
-@dataclass
-class LandscapeSpec:
-    kind: str
-    params: dict[str, Any]
-    drift: dict[str, Any] | None = None
-
-
-@dataclass
-class ComponentSpec:
-    """An ``[[optimizer]]`` or ``[[analysis]]`` entry: label, kind and validated params."""
-
-    label: str
-    kind: str
-    params: dict[str, Any]
-
-
-@dataclass
-class RunSpec:
-    """Everything a worker needs to execute one run (plain, picklable data)."""
-
-    run_id: str
-    scenario: str
-    label: str
-    kind: str
-    params: dict[str, Any]
-    sweep: dict[str, Any]
-    landscape: LandscapeSpec
-    replicates: int
-    seed: int
-    dtype: str
-    device: str
-    grad_cost: float
-    clock: str
-    budget: dict[str, Any]
-    record: dict[str, Any]
-    targets: list[float] = field(default_factory=list)
-    #: refs of the plugins that provide this run's components (``evosgd.core.plugins``); a
-    #: worker process loads them before it builds the run
-    plugins: list[dict[str, Any]] = field(default_factory=list)
-
-    def config(self) -> dict[str, Any]:
-        """The resolved configuration that defines the run's results (hashed into its id).
-
-        The device *type* is part of it (``device_kind``: "cpu" or "cuda", not the card): torch's
-        CPU and CUDA generators are different random streams, so the same seed gives another
-        sample on a GPU, and a store resumed on another device must not mix the two.  It is
-        written only when it is not "cpu", so CPU run ids are those of earlier versions."""
-        return run_config(self.label, self.kind, self.params, self.landscape, self.replicates, self.seed,
-                          self.dtype, self.grad_cost, self.clock, self.budget, self.record, self.plugins,
-                          device_kind(self.device))
-
-
-def run_config(label: str, kind: str, params: dict, landscape: LandscapeSpec, replicates: int, seed: int, dtype: str,
-               grad_cost: float, clock: str, budget: dict, record: dict,
-               plugins: list[dict[str, Any]] | None = None, device: str = "cpu") -> dict[str, Any]:
-    config = {
-        "format": RUN_FORMAT, "label": label, "kind": kind, "params": params,
-        "landscape": asdict(landscape), "replicates": replicates, "seed": seed, "dtype": dtype,
-        "grad_cost": grad_cost, "clock": clock, "budget": budget, "record": record,
-    }
-    if plugins:  # only then: the ids of runs made of built-in components do not change
-        from evosgd.core.plugins import identity
-
-        config["plugins"] = [identity(r) for r in plugins]
-    if device != "cpu":  # the random stream of another device (see RunSpec.config)
-        config["device"] = device
-    return config
-
-
-def plugins_of(kinds: list[tuple[Registry | None, str | None]]) -> list[dict[str, Any]]:
-    """The refs of the plugins that registered these (registry, kind) pairs, without repeats."""
-    refs: dict[str, dict[str, Any]] = {}
-    for reg, kind in kinds:
-        if reg is not None and isinstance(kind, str) and kind in reg:
-            origin = reg.get(kind).origin
-            if origin is not None:
-                refs.setdefault(canonical_json(origin), origin)
-    return list(refs.values())
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-
-
-def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
-    return hashlib.blake2b(canonical_json(config).encode(), digest_size=16).hexdigest()[:length]
 
 
 @dataclass

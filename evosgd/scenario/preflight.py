@@ -18,8 +18,8 @@ from evosgd.core.dtype import resolve_dtype
 from evosgd.core.errors import EvosgdError
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.core.seeding import make_generator
-from evosgd.scenario.loader import RunSpec, canonical_json
 from evosgd.scenario.problems import Problems
+from evosgd.scenario.runspec import RunSpec, canonical_json
 
 #: skip landscapes whose dataset holds more elements than this (about 100 MB in float32)
 MAX_ELEMENTS = 25_000_000
