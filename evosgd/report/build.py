@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -416,7 +417,29 @@ def _analysis_sections(doc: Document, w: _Writer, analyses: list) -> list[str]:
     return findings
 
 
+_ABS_PATH = re.compile(r"""(?<![\w.:/-])(?:~|[A-Za-z]:\\|/)[^\s'",;=]*""")
+
+
+def portable(text: str) -> str:
+    """``text`` without machine paths: an absolute path inside the working directory becomes
+    relative to it, any other one keeps only its last component (``.../results``)."""
+    cwd = Path.cwd()
+
+    def repl(m: re.Match) -> str:
+        path = Path(m.group(0)).expanduser()
+        try:
+            return path.relative_to(cwd).as_posix() or "."
+        except ValueError:
+            return f".../{path.name}" if path.name else "..."
+    return _ABS_PATH.sub(repl, text)
+
+
 def _provenance(manifest: dict, runs: pd.DataFrame) -> list[tuple[str, str]]:
+    """The footer: what made the results (no machine paths: see :func:`portable`)."""
+    return [(k, portable(v)) for k, v in _provenance_rows(manifest, runs)]
+
+
+def _provenance_rows(manifest: dict, runs: pd.DataFrame) -> list[tuple[str, str]]:
     p = manifest.get("provenance") or {}
     rows = [("scenario", str(manifest.get("scenario", "?"))),
             ("scenario file", str(manifest.get("source_file", "n/a"))),
