@@ -260,7 +260,7 @@ def test_summary_is_computed_from_the_data(suite_report, tmp_path):
     one = build_report(store, tmp_path / "one")
     s3 = _summary(one)
     assert s3.startswith("At a budget of 120 sample-evaluations per run (4 replicates), on sphere, the gradient "
-                         "methods win: sgd ends at a median final loss error of")
+                         "methods end lowest, not significantly: sgd ends at a median final loss error of")
     assert "Wilcoxon signed-rank p (Holm) = 0.12, effect A = 1 over 4 replicate pairs: not significant" in s3
 
 
@@ -282,3 +282,39 @@ def test_noise_floor_matches_the_lyapunov_reference():
     hb, _ = heavy_ball_floor(lam, sigma, 0.0002, b, beta=0.8)
     assert hb == pytest.approx(0.001 * np.trace(sigma**2 * H @ H) / (4 * b), rel=0.05)
     assert math.isinf(heavy_ball_floor(lam, sigma, 0.03, b)[0])  # lr > 2 / h_max = 0.01: unstable
+
+
+@pytest.mark.slow
+def test_multimodal_scenario_report_is_faceted(tmp_path):
+    """scenarios/evo_multimodal.toml --quick sweeps three landscapes: one facet per landscape, one
+    legend entry per optimizer, no finding or test across landscapes."""
+    from evosgd.run import execute_scenario, load_store
+    from evosgd.scenario import load_scenario
+
+    path = Path(__file__).resolve().parent.parent / "scenarios" / "evo_multimodal.toml"
+    sc = load_scenario(path, quick=True)
+    execute_scenario(sc, tmp_path / "results", workers=1, progress=False, device="cpu")
+    index = build_report(load_store(tmp_path / "results" / sc.name), tmp_path / "report")
+    out = index.parent
+    landscapes = ["rastrigin", "ackley", "schwefel"]
+    optimizers = ["ga", "csa-es", "cmaes", "cmaes-ipop", "wright-fisher", "openai-es", "sgd", "sgd-restarts"]
+    for name in ("final_quality", "convergence_cost", "ert", "runtime_ecdf_problems"):
+        root = ET.parse(out / "figures" / f"{name}.svg").getroot()
+        axes = [g for g in root.iter(f"{SVG}g") if re.fullmatch(r"axes_\d+", g.get("id", ""))]
+        assert len(axes) == 3, name
+        titles = ["".join(t.itertext()) for g in axes for t in g.iter(f"{SVG}text")]
+        assert all(any(la == t.strip() for t in titles) for la in landscapes), name
+    root = ET.parse(out / "figures" / "convergence_cost.svg").getroot()
+    legends = [g for g in root.iter(f"{SVG}g") if re.fullmatch(r"legend_\d+", g.get("id", ""))]
+    assert len(legends) == 1
+    assert ["".join(t.itertext()).strip() for t in legends[0].iter(f"{SVG}text")] == optimizers
+    final = pd.read_csv(out / "tables" / "final_quality.csv")
+    assert sorted(set(final["variant"])) == sorted(optimizers)  # no "[kind=...]" variants
+    tests = pd.read_csv(out / "tables" / "tests_final.csv")
+    assert set(tests["problem"]) == set(landscapes)
+    md = (out / "report.md").read_text()
+    for f in _findings(md):
+        named = [o for o in optimizers if re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", f)]
+        if len(named) >= 2 and not f.startswith("Across the"):
+            assert f.startswith(tuple(f"On {la}:" for la in landscapes)), f
+        assert "kind=" not in f, f

@@ -54,9 +54,12 @@ def _one_problem(summary: pd.DataFrame, tests: pd.DataFrame | None, fam: dict, q
     ratio = rival["median"] / best["median"] if best["median"] > 0 else np.nan
     how = (f"{fmt(ratio)} times lower than" if np.isfinite(ratio) and ratio >= 1.05 else
            "about the same as" if np.isfinite(ratio) else "against")
-    return (f"the {FAMILY_WORDS.get(fb, fb)} methods win: {best[G]} ends at a median final {qname} of "
+    row = _pair(tests, best[G], rival[G])
+    won = row is not None and np.isfinite(row["p_holm"]) and row["p_holm"] < 0.05 and row["better"] == best[G]
+    verb = "win" if won else "end lowest, not significantly"
+    return (f"the {FAMILY_WORDS.get(fb, fb)} methods {verb}: {best[G]} ends at a median final {qname} of "
             f"{fmt(best['median'])}, {how} the best {FAMILY_WORDS.get(fam.get(rival[G], 'other'))} method, {rival[G]} "
-            f"({fmt(rival['median'])}); {_confidence(_pair(tests, best[G], rival[G]), best[G])}")
+            f"({fmt(rival['median'])}); {_confidence(row, best[G])}")
 
 
 def summary_paragraph(runs, finals, summary, tests_q, rank, agg, fb, theory, qname, order, porder, *, budget) -> str:
