@@ -318,3 +318,18 @@ def test_multimodal_scenario_report_is_faceted(tmp_path):
         if len(named) >= 2 and not f.startswith("Across the"):
             assert f.startswith(tuple(f"On {la}:" for la in landscapes)), f
         assert "kind=" not in f, f
+
+
+def test_overflowed_values_draw_without_warnings(monkeypatch, tmp_path):
+    """A run whose error reached float max (a diverging run recorded just before inf) is listed,
+    not drawn: matplotlib's limit arithmetic would overflow (the warning this test forbids)."""
+    rows = geometric_runs("sgd", "sphere", 5, 0.5, 1.0) + geometric_runs("wild", "sphere", 5, 1e10, 1.0, steps=6)
+    runs = pd.DataFrame(rows)
+    runs.loc[runs["error"] > 1e45, ["error", "true_loss"]] = 1.7e308
+    runs, _, _ = add_problems_and_variants(runs)
+    colors = F.palette(["sgd", "wild"])
+    assert F.convergence(runs, "cost", "error", colors, tmp_path, "conv", xlabel="cost", ylabel="error",
+                         order=["sgd", "wild"])
+    finals = runs.sort_values("step").groupby(["variant", "run_id", "replicate"]).tail(1)
+    finals = finals.assign(value=finals["error"], diverged=False)
+    assert F.final_quality(finals, colors, tmp_path, "final", ylabel="error", order=["sgd", "wild"])

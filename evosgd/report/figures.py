@@ -83,9 +83,19 @@ def _titles(g: sns.FacetGrid, facet: str | None) -> None:
         g.set_titles("{col_name}", size=9)
 
 
+#: values beyond this are not drawn (a float overflow of a diverging run, ~1.8e308, makes matplotlib's
+#: axis-limit arithmetic overflow): they are treated like +inf, i.e. listed, not plotted
+HUGE = 1e300
+
+
+def plottable(v) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    return np.isfinite(v) & (np.abs(v) < HUGE)
+
+
 def _positive(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=float)
-    return v[np.isfinite(v) & (v > 0)]
+    return v[plottable(v) & (v > 0)]
 
 
 def _want_log(v: np.ndarray, decades: float = 1.5, allow_zero: bool = False) -> bool:
@@ -93,7 +103,7 @@ def _want_log(v: np.ndarray, decades: float = 1.5, allow_zero: bool = False) -> 
     (a cost/time axis starting at 0) zeros are left off the axis rather than forbidding it."""
     p = _positive(v)
     fin = np.asarray(v, dtype=float)
-    fin = fin[np.isfinite(fin)]
+    fin = fin[plottable(fin)]
     if allow_zero:
         fin = fin[fin != 0]
     return p.size > 1 and p.size == fin.size and np.log10(p.max() / p.min()) >= decades
@@ -124,6 +134,7 @@ def band_over_replicates(
         for _, r in sub.sort_values(x).groupby(RUN_KEYS, sort=False):
             rx = r[x].to_numpy(dtype=float)
             ry = r[y].to_numpy(dtype=float)
+            ry = np.where(np.abs(ry) >= HUGE, np.inf, ry)  # an overflowed value is off the scale
             if "diverged" in r and r["diverged"].any():  # from divergence on, the run is at +inf
                 ry = np.where(r["diverged"].to_numpy(dtype=bool) | np.isnan(ry), np.inf, ry)
             idx = np.searchsorted(rx, grid, side="right") - 1
@@ -234,7 +245,7 @@ def ert_per_target(ert: pd.DataFrame, colors, folder, name, *, group="variant", 
     for ax, sub in _facets(g, ert, facet):
         for gname in [o for o in order if o in set(sub[group])]:
             e = sub[sub[group] == gname]
-            ok = np.isfinite(e["ert"].to_numpy(dtype=float))
+            ok = plottable(e["ert"].to_numpy(dtype=float))
             if ok.any():
                 ax.plot(e["target"][ok], e["ert"][ok], "o-", color=colors.get(gname), lw=1.5, ms=5)
                 present.add(gname)
@@ -259,7 +270,7 @@ def _boxes(ax, d: pd.DataFrame, order: Sequence[str], colors, group: str, value:
     rng = np.random.default_rng(seed)  # the jitter of the points is the same at every build
     for i, gname in enumerate(order):
         v = d.loc[d[group] == gname, value].to_numpy(dtype=float)
-        v = v[np.isfinite(v)]
+        v = v[plottable(v)]
         if v.size == 0:
             continue
         c = colors.get(gname)
@@ -357,7 +368,7 @@ def sweep(table: pd.DataFrame, x: str, ys: list[tuple[str, str]], line: str, col
         for g, t in table.groupby(line, sort=False):
             t = t.sort_values(x)
             v = t[col].to_numpy(dtype=float)
-            ok = np.isfinite(v)
+            ok = plottable(v)
             if not ok.any():
                 continue
             xv = t[x].to_numpy()[ok] if numeric else t[x].astype(str).to_numpy()[ok]
@@ -368,7 +379,7 @@ def sweep(table: pd.DataFrame, x: str, ys: list[tuple[str, str]], line: str, col
             px, py = np.asarray(ov["x"], dtype=float), np.asarray(ov["y"], dtype=float)
             o = np.argsort(px)
             px, py = px[o], py[o]
-            ok = np.isfinite(px) & np.isfinite(py)
+            ok = plottable(px) & plottable(py)
             if not ok.any():
                 continue
             ax.plot(px[ok], py[ok], "--", color=ov.get("color", "0.25"), lw=1.6, label=ov["label"],
@@ -426,13 +437,15 @@ def analysis_quantity(comp: pd.DataFrame, folder, name, *, title: str) -> bool:
         t = comp[comp["series"].fillna("") == s].sort_values("x")
         x = t["x"].to_numpy(dtype=float)
         m = t["measured"].to_numpy(dtype=float)
+        m = np.where(plottable(m), m, np.nan)
         lo = t["measured_low"].to_numpy(dtype=float)
         hi = t["measured_high"].to_numpy(dtype=float)
-        yerr = np.vstack([np.where(np.isfinite(lo), m - lo, 0), np.where(np.isfinite(hi), hi - m, 0)])
+        yerr = np.vstack([np.where(plottable(lo), m - lo, 0), np.where(plottable(hi), hi - m, 0)])
         lab = s or "measured"
         ax.errorbar(x, m, yerr=np.abs(yerr), fmt="o", color=c, ms=5, capsize=3,
                     label=f"{lab} (measured)" if s else "measured")
         p = t["predicted"].to_numpy(dtype=float)
+        p = np.where(plottable(p), p, np.nan)
         if np.isfinite(p).any():
             # a lone prediction is a short horizontal bar (a one-point line would be invisible)
             ax.plot(x, p, "-", color=c, lw=1.5, marker="_" if np.isfinite(p).sum() < 2 else None, ms=22, mew=2,
