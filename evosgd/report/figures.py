@@ -10,6 +10,8 @@ with its own y scale, logarithmic where its values span decades."""
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -38,8 +40,29 @@ def palette(variants: Sequence[str]) -> dict[str, tuple]:
 
 def _save(fig, folder: Path, name: str) -> None:
     # bbox "tight" keeps a legend placed outside the axes inside the file
-    fig.savefig(folder / f"{name}.svg", bbox_inches="tight", metadata={"Date": None})
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
+    (folder / f"{name}.svg").write_text(compact_svg(buf.getvalue()), encoding="utf-8")
+
+
+_NUMBER = re.compile(r"(-?\d+\.\d)\d+")
+_GEOMETRY = re.compile(r'(\s(?:d|transform|x|y|x1|x2|y1|y2|points|style)=")([^"]*)"')
+
+
+def compact_svg(text: str) -> str:
+    """matplotlib's SVG, about half the size: coordinates to 0.1 pt (a 1/30 mm; matplotlib writes
+    6 decimals), one line per path, no metadata block.  Only geometry attributes are touched:
+    text (labels, legends) stays exactly as drawn."""
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)
+
+    def attr(m: re.Match) -> str:
+        v = _NUMBER.sub(lambda n: n.group(1).rstrip("0").rstrip(".") if n.group(1).endswith("0") else n.group(1),
+                        m.group(2))
+        return m.group(1) + re.sub(r"\s*\n\s*", " ", v).strip() + '"'
+
+    text = _GEOMETRY.sub(attr, text)
+    return re.sub(r">\n\s+<", ">\n<", text)
 
 
 def legend_outside(ax_or_fig, handles=None, labels=None, title: str | None = None) -> None:
