@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evosgd.analysis.runtime import budget_ladder, ecdf_area, ert_ratios, quality_at_budgets, runtime_ecdf, runtimes
+from evosgd.analysis.runtime import (
+    budget_ladder,
+    ecdf_area,
+    ert_ratios,
+    quality_at_budgets,
+    runtime_ecdf,
+    runtimes,
+)
 from evosgd.analysis.statistics import aggregate_ranks
 from evosgd.report import build_report
 from evosgd.report import figures as F
@@ -71,7 +78,7 @@ def suite_report(tmp_path_factory):
 
 
 def test_problems_and_variants_are_separate():
-    runs, variants, problems = add_problems_and_variants(suite_store()["runs"])
+    runs, variants, _ = add_problems_and_variants(suite_store()["runs"])
     assert list(dict.fromkeys(runs["problem"])) == ["sphere", "rastrigin"]
     assert sorted(variants["variant"]) == ["cmaes", "sgd"]  # one variant per optimizer, not one per landscape
 
@@ -105,7 +112,7 @@ def _findings(md: str) -> list[str]:
 
 
 def test_suite_report_compares_within_problems(suite_report):
-    index, store = suite_report
+    index, _ = suite_report
     out = index.parent
     md = (out / "report.md").read_text()
     # facets: one axes per problem in the final-quality figure

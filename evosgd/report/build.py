@@ -1,9 +1,11 @@
-"""Build the comparison report of one results store: ``index.html`` (self-contained),
-``report.md``, ``figures/*.png|svg`` and ``tables/*.csv``.
+"""Build the comparison report of one results store: ``index.html`` (self-contained: the
+figures inlined), ``report.md``, ``figures/*.svg`` (each figure stored once) and ``tables/*.csv``.
 
 The report reads only what ``load_store`` gives (contract 4: the tidy run table, the manifest,
-the analyses) and computes every measure with ``evosgd.analysis``.  Optimizers are compared as
-*variants*: an optimizer label, plus the swept values when the scenario has a sweep.
+the analyses) and computes every measure with ``evosgd.analysis``.  It opens with a computed
+summary.  The problem is an axis (``evosgd.report.problems``): optimizers are compared as
+*variants* (an optimizer label, plus the settings swept within a problem) *within* each problem;
+several problems give faceted figures and an 'Across problems' section (``evosgd.report.suite``).
 """
 
 from __future__ import annotations

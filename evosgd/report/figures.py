@@ -54,7 +54,7 @@ def compact_svg(text: str) -> str:
     """matplotlib's SVG, about half the size: coordinates to 0.1 pt (a 1/30 mm; matplotlib writes
     6 decimals), one line per path, no metadata block.  Only geometry attributes are touched:
     text (labels, legends) stays exactly as drawn."""
-    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
 
     def attr(m: re.Match) -> str:
         v = _NUMBER.sub(lambda n: n.group(1).rstrip("0").rstrip(".") if n.group(1).endswith("0") else n.group(1),
@@ -432,7 +432,7 @@ def sweep(table: pd.DataFrame, x: str, ys: list[tuple[str, str]], line: str, col
     return True
 
 
-def staleness_hist(runs: pd.DataFrame, col: str, colors, folder, name, *, group="variant") -> bool:
+def staleness_hist(runs: pd.DataFrame, col: str, colors, folder, name, *, group="variant", xlabel: str | None = None) -> bool:
     d = runs[[group, col]].dropna()
     d = d[np.isfinite(d[col])]
     if d.empty:
@@ -441,7 +441,7 @@ def staleness_hist(runs: pd.DataFrame, col: str, colors, folder, name, *, group=
     for g, t in d.groupby(group, sort=False):
         ax.hist(t[col], bins=min(40, max(5, t[col].nunique())), color=colors.get(g), alpha=0.5, label=g,
                 density=True, histtype="stepfilled")
-    ax.set_xlabel(col[2:] if col.startswith("m_") else col)
+    ax.set_xlabel(xlabel or col.removeprefix("m_"))
     ax.set_ylabel("density over records")
     legend_outside(ax)
     ax.grid(True, alpha=0.3)

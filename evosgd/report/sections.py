@@ -76,7 +76,7 @@ def _metrics_section(doc, w, runs, colors, facet=None, facet_order=None, order=N
             and np.isfinite(runs[c].to_numpy(dtype=float)).any()]
     for c in dist:
         nm = f"hist_{slug(c[2:])}"
-        if c.startswith("m_staleness") and F.staleness_hist(runs, c, colors, w.fig, nm):
+        if c.startswith("m_staleness") and F.staleness_hist(runs, c, colors, w.fig, nm, xlabel=metric_label(c[2:], kinds)):
             sec.add(Figure(nm, f"Distribution of the {metric_label(c[2:], kinds)} over all records."))
     if dist:
         agg = runs.groupby(G, sort=False)[dist].agg(["mean", "median", "max"])

@@ -44,8 +44,9 @@ def _one_problem(summary: pd.DataFrame, tests: pd.DataFrame | None, fam: dict, q
     fb = fam.get(best[G], "other")
     others = s[[fam.get(v, "other") != fb for v in s[G]]]
     if others.empty:
-        txt = (f"all optimizers are {FAMILY_WORDS.get(fb, fb)} methods; {best[G]} ends lowest with a median final "
-               f"{qname} of {fmt(best['median'])}")
+        who = (f"all optimizers are {FAMILY_WORDS.get(fb, fb)} methods" if fb != "other" else
+               "no optimizer's family (gradient or evolution) is known to the registry")
+        txt = f"{who}; {best[G]} ends lowest with a median final {qname} of {fmt(best['median'])}"
         if len(s) > 1:
             nxt = s.iloc[1]
             txt += f" against {fmt(nxt['median'])} for {nxt[G]} ({_confidence(_pair(tests, best[G], nxt[G]), best[G])})"

@@ -133,7 +133,8 @@ def _sweep_section(doc, w, runs, variants, summary, targets, measure, colors, an
                         "the swept optimizer over the swept range.")
         if skipped:
             caption += "  " + " ".join(skipped)
-        if F.sweep(t, key, ys, "line", label_colors, label_of, w.fig, nm, xlabel=key[2:], overlays=overlays):
+        xlabel = f"{_short(key).replace('_', ' ')} ({key[2:]})"  # words, and the scenario key it sweeps
+        if F.sweep(t, key, ys, "line", label_colors, label_of, w.fig, nm, xlabel=xlabel, overlays=overlays):
             sec.add(Figure(nm, caption))
         if not curves.empty:
             pred = curves.drop(columns=["color", "title"])
