@@ -340,3 +340,14 @@ def test_overflowed_values_draw_without_warnings(monkeypatch, tmp_path):
     finals = runs.sort_values("step").groupby(["variant", "run_id", "replicate"]).tail(1)
     finals = finals.assign(value=finals["error"], diverged=False)
     assert F.final_quality(finals, colors, tmp_path, "final", ylabel="error", order=["sgd", "wild"])
+
+
+def test_analyses_only_summary_counts_predictions_inside_the_interval(tmp_path):
+    comp = pd.DataFrame({"quantity": "v", "series": "", "x_name": "b", "x": [1.0, 8.0, 64.0],
+                         "measured": [1.0, 0.13, 0.02], "measured_low": [0.9, 0.11, 0.015],
+                         "measured_high": [1.1, 0.15, 0.025], "predicted": [1.0, 0.2, 1 / 64],
+                         "predicted_low": np.nan, "predicted_high": np.nan, "unit": "", "log_x": True, "log_y": True})
+    analysis = {"id": "c", "title": "Mini-batch variance", "notes": ["a note"], "confidence": 0.95, "comparison": comp}
+    index = build_report({"runs": pd.DataFrame(), "manifest": {"scenario": "a"}, "analyses": [analysis]}, tmp_path)
+    # 1.0 in [0.9, 1.1], 0.2 not in [0.11, 0.15], 0.0156 in [0.015, 0.025]
+    assert "Mini-batch variance: 2 of 3 predictions lie inside the measured 95% interval (a note)." in _summary(index)

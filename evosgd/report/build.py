@@ -159,7 +159,7 @@ def build_report(store: Any, out_dir: str | Path) -> Path:
         findings.append("The store holds no finished optimizer runs.")
     findings += _analysis_sections(doc, w, analyses)
 
-    sec_sum.add(summary or SM.no_runs_paragraph(analyses))
+    sec_sum.add(SM.with_analyses(summary, analyses) if summary else SM.analyses_paragraph(analyses))
     sec_find.add(findings or ["Nothing to report."])
     doc.footer = _provenance(manifest, runs)
     write_markdown(doc, out_dir / "report.md")

@@ -111,8 +111,36 @@ def summary_paragraph(runs, finals, summary, tests_q, rank, agg, fb, theory, qna
     return txt
 
 
-def no_runs_paragraph(analyses: list) -> str:
-    if analyses:
-        return (f"This store holds no optimizer runs; its {len(analyses)} analys{'is' if len(analyses) == 1 else 'es'} "
-                "below compare the theory's predictions with measurements (their computed notes lead each section).")
-    return "This store holds no finished optimizer runs and no analyses."
+def analyses_paragraph(analyses: list) -> str:
+    """For a store of analyses only: per analysis, how many of its predictions lie inside the
+    measured interval (from its comparison table) and its own first computed note."""
+    if not analyses:
+        return "This store holds no finished optimizer runs and no analyses."
+    parts = []
+    for a in analyses:
+        title = str(a.get("title") or a.get("label") or a.get("id"))
+        comp = a.get("comparison")
+        txt = title
+        if isinstance(comp, pd.DataFrame) and {"predicted", "measured_low", "measured_high"} <= set(comp.columns):
+            c = comp[np.isfinite(comp["predicted"].to_numpy(dtype=float))
+                     & np.isfinite(comp["measured_low"].to_numpy(dtype=float))
+                     & np.isfinite(comp["measured_high"].to_numpy(dtype=float))]
+            if len(c):
+                inside = int(((c["predicted"] >= c["measured_low"]) & (c["predicted"] <= c["measured_high"])).sum())
+                conf = fmt(100 * float(a.get("confidence", 0.95)))
+                txt += f": {inside} of {len(c)} predictions lie inside the measured {conf}% interval"
+        notes = [str(n) for n in (a.get("notes") or [])]
+        if notes:
+            txt += f" ({notes[0].rstrip('.')})"
+        parts.append(txt)
+    n = len(analyses)
+    return (f"This store holds no optimizer runs; {n} analys{'is compares' if n == 1 else 'es compare'} "
+            "the theory's predictions with measurements.  " + ".  ".join(parts) + ".")
+
+
+def with_analyses(summary: str, analyses: list) -> str:
+    """The runs' summary, followed by the analyses' verdict counts (when the store has both)."""
+    if not analyses:
+        return summary
+    tail = analyses_paragraph(analyses).split(".  ", 1)[1]
+    return f"{summary}  Analyses: {tail}"
