@@ -100,9 +100,9 @@ def summary_paragraph(runs, finals, summary, tests_q, rank, agg, fb, theory, qna
     if floor is not None and not floor.empty:
         for _, r in floor.iterrows():
             meas = r["measured"] if np.isfinite(r["measured"]) else r["final"]
-            txt += (f"  Why, in terms of the theory: {r['variant']} with step {fmt(r['lr'])} and batch "
-                    f"{fmt(r['batch_size'])} cannot go below its noise floor E[f - f*] = {fmt(r['predicted'])} "
-                    f"(measured {fmt(meas)}; {r['verdict'].split(':')[0]})")
+            txt += (f"  Why, in terms of the theory: a fixed step holds SGD at a noise floor; {r['variant']} (step "
+                    f"{fmt(r['lr'])}, batch {fmt(r['batch_size'])}) is predicted to settle at E[f - f*] = "
+                    f"{fmt(r['predicted'])} (measured {fmt(meas)}; {r['verdict'].split(':')[0]})")
             txt += "."
         sig = (theory or {}).get("sigma")
         if sig is not None and not sig.empty:
