@@ -61,7 +61,8 @@ def suite_store(sgd_rate_on_sphere=0.5):
     rows += geometric_runs("sgd", "rastrigin", 5, 0.9, 100.0, extra={"m_lr": 0.1})
     rows += geometric_runs("cmaes", "rastrigin", 5, 0.6, 100.0, family="cmaes", extra={"m_sigma": 0.3})
     runs = pd.DataFrame(rows)
-    # a metric only one optimizer has: NaN for the other
+    # a metric only one optimizer has (NaN for the other), shrinking as a step size does
+    runs["m_sigma"] = np.where(runs["label"] == "cmaes", 0.3 * 0.9 ** runs["step"], np.nan)
     manifest = {"scenario": "suite", "description": "two problems", "seed": 1, "replicates": 4,
                 "targets": [1e-1, 1e-3], "grad_cost": 3.0, "source_file": "scenarios/suite.toml", "quick": True,
                 "landscape": {"kind": "sphere", "params": {"dim": 5}, "drift": None},
@@ -351,3 +352,20 @@ def test_analyses_only_summary_counts_predictions_inside_the_interval(tmp_path):
     index = build_report({"runs": pd.DataFrame(), "manifest": {"scenario": "a"}, "analyses": [analysis]}, tmp_path)
     # 1.0 in [0.9, 1.1], 0.2 not in [0.11, 0.15], 0.0156 in [0.015, 0.025]
     assert "Mini-batch variance: 2 of 3 predictions lie inside the measured 95% interval (a note)." in _summary(index)
+
+
+def test_metric_figures_follow_the_declarations(suite_report, monkeypatch):
+    from evosgd.core.registry import OPTIMIZERS
+    from evosgd.report.metrics import metric_label
+
+    index, _ = suite_report
+    root = ET.parse(index.parent / "figures" / "metric_sigma.svg").getroot()
+    texts = ["".join(t.itertext()).strip() for t in root.iter(f"{SVG}text")]
+    assert "step size σ" in texts and "sigma" not in texts  # the declared label, not the column name
+    legend = [g for g in root.iter(f"{SVG}g") if re.fullmatch(r"legend_\d+", g.get("id", ""))][0]
+    assert ["".join(t.itertext()).strip() for t in legend.iter(f"{SVG}text")] == ["cmaes"]  # only who reports it
+    # a component's own declaration (a METRICS class attribute, read through the registry) wins
+    assert metric_label("grad_norm") == "mini-batch gradient norm ‖g‖"
+    monkeypatch.setattr(OPTIMIZERS.get("sgd").factory, "METRICS", {"grad_norm": ("raw gradient norm", "a.u.")},
+                        raising=False)
+    assert metric_label("grad_norm", ["sgd"]) == "raw gradient norm [a.u.]"
