@@ -67,12 +67,14 @@ class _Parser(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.stack, self.errors, self.imgs, self.hrefs, self.text = [], [], [], [], []
+        self.stack, self.errors, self.imgs, self.svgs, self.hrefs, self.text = [], [], [], [], [], []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "img":
             self.imgs.append(a.get("src", ""))
+        if tag == "svg":
+            self.svgs.append(a.get("aria-label", ""))
         if tag == "a":
             self.hrefs.append(a.get("href", ""))
         if tag not in self.VOID:
@@ -106,9 +108,9 @@ def check_files_referenced(out: Path, parser: _Parser):
         assert f"figures/{f.name}" in parser.hrefs, f"{f.name} not referenced"
     for f in tabs:
         assert f"tables/{f.name}" in " ".join(parser.hrefs + parser.text), f"{f.name} not referenced"
-    # every PNG is embedded: the HTML stands alone
-    assert len(parser.imgs) == len(list((out / "figures").glob("*.png")))
-    assert all(s.startswith("data:image/png;base64,") for s in parser.imgs)
+    # every figure is stored once, as an SVG file, and inlined: the HTML stands alone
+    assert {f.suffix for f in figs} == {".svg"}
+    assert len(parser.svgs) == len(figs) and not parser.imgs
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +132,9 @@ def test_report_files_valid_and_referenced(real_report):
     p = parse(index)
     check_files_referenced(out, p)
     for stem in ("final_quality", "convergence_cost", "convergence_sim_time", "runtime_ecdf", "ert"):
-        assert (out / "figures" / f"{stem}.png").exists() and (out / "figures" / f"{stem}.svg").exists()
+        assert (out / "figures" / f"{stem}.svg").exists() and not (out / "figures" / f"{stem}.png").exists()
     md = (out / "report.md").read_text()
-    for f in (out / "figures").glob("*.png"):
+    for f in (out / "figures").glob("*.svg"):
         assert f"(figures/{f.name})" in md
     text = " ".join(p.text)
     assert "Provenance" in text and "evosgd run scenarios/toy.toml" in text
@@ -232,7 +234,7 @@ def test_drift_sweep_distributed_and_analysis_sections(tmp_path):
     index = build_report(store, tmp_path)
     p = parse(index)
     check_files_referenced(tmp_path, p)
-    figs = {f.stem for f in (tmp_path / "figures").glob("*.png")}
+    figs = {f.stem for f in (tmp_path / "figures").glob("*.svg")}
     assert {"drift_error", "drift_distance", "sweep_batch_size", "hist_staleness", "analysis_conc_0"} <= figs
     text = " ".join(p.text)
     assert "measured within CI at 3 of 3 batch sizes" in text

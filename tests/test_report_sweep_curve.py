@@ -106,7 +106,7 @@ def test_report_overlays_the_curve(runs, tmp_path):
     index = build_report({"runs": runs, "manifest": manifest(runs), "analyses": [curve_analysis()]}, tmp_path)
     md = (tmp_path / "report.md").read_text()
     html = index.read_text()
-    assert (tmp_path / "figures" / "sweep_batch_size.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "sweep_batch_size.svg").stat().st_size > 0
     # the caption names the analysis and the measures it predicts
     caption = [ln for ln in md.splitlines() if ln.startswith("*" + BASE_CAPTION)]
     assert len(caption) == 1
@@ -131,7 +131,7 @@ def test_report_overlays_the_curve(runs, tmp_path):
     assert ("sgd: measured steps to target (ERT) / the curve predicted by analysis 'hw' = 1 to 1 at 3 of 3 values "
             "of batch_size (median 1).") in md
     # the analysis' own section is drawn as before
-    assert (tmp_path / "figures" / "analysis_hw_0.png").exists()
+    assert (tmp_path / "figures" / "analysis_hw_0.svg").exists()
 
 
 def test_store_without_curve_is_unchanged(runs, tmp_path):
@@ -141,7 +141,7 @@ def test_store_without_curve_is_unchanged(runs, tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert f"*{BASE_CAPTION}*" in md and "Dashed lines" not in md and "predicted by analysis" not in md
     assert not (tmp_path / "tables" / "sweep_batch_size_predicted.csv").exists()
-    assert (tmp_path / "figures" / "sweep_batch_size.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "sweep_batch_size.svg").stat().st_size > 0
 
 
 def test_overlay_matches_key_and_target(runs):

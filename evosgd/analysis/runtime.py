@@ -100,13 +100,23 @@ def expected_running_time(rt: pd.DataFrame, *, by: Sequence[str] = ("label",)) -
 
 
 def runtime_ecdf(
-    rt: pd.DataFrame, budgets: Sequence[float] | np.ndarray, *, by: Sequence[str] = ("label",)
+    rt: pd.DataFrame, budgets: Sequence[float] | np.ndarray, *, by: Sequence[str] = ("label",),
+    weight_by: str | None = None,
 ) -> pd.DataFrame:
     """Runtime ECDF (COCO/IOHprofiler "fixed-target" ECDF aggregated over a target ladder).
 
     For each group and each cost ``x`` in ``budgets``: the fraction of (run, target) pairs whose
     runtime is ``<= x`` (unsuccessful pairs never count).  Columns: by..., ``budget``, ``fraction``.
+
+    ``weight_by`` (e.g. ``"problem"``): aggregate over problems as COCO does -- the ECDF of each
+    problem (over its runs and its targets) weighs the same, however many runs or targets it has:
+    ``fraction = mean over problems of the problem's fraction``.
     """
+    if weight_by is not None and weight_by in rt.columns:
+        per = runtime_ecdf(rt, budgets, by=list(by) + [weight_by])
+        by = _group_cols(rt, by)
+        out = per.groupby(by + ["budget"], sort=False)["fraction"].mean().reset_index()
+        return out[by + ["budget", "fraction"]]
     by = _group_cols(rt, by)
     budgets = np.asarray(budgets, dtype=float)
     rows = []
@@ -185,3 +195,83 @@ def target_ladder(finals_min: float, start: float, n: int = 10) -> np.ndarray:
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
         return np.array([hi])
     return np.logspace(np.log10(hi), np.log10(lo), n)
+
+
+def ecdf_area(rt: pd.DataFrame, b_min: float, b_max: float, *, by: Sequence[str] = ("label",),
+              weight_by: str | None = None) -> pd.DataFrame:
+    r"""Area under the runtime ECDF over the log budget, normalised to [0, 1] (the anytime
+    aggregate of IOHprofiler's ECDF "AUC"; here on the log axis that the ECDF is drawn on):
+
+    .. math:: \mathrm{AUC} = \frac{1}{\ln(b_{max}/b_{min})} \int_{b_{min}}^{b_{max}} \hat F(b)\, d\ln b
+              = \operatorname{mean}_{(run, target)} \frac{\ln b_{max} - \ln \max(T, b_{min})}{\ln(b_{max}/b_{min})}
+
+    with runtime T (a pair not reached by ``b_max`` contributes 0).  1 = every target reached at
+    the smallest budget; 0 = none reached.  ``weight_by`` weighs problems equally (as
+    :func:`runtime_ecdf`).  Columns: by..., ``auc``.
+    """
+    if not (b_max > b_min > 0):
+        raise ValueError("ecdf_area needs 0 < b_min < b_max")
+    by = _group_cols(rt, by)
+    keys = by + ([weight_by] if weight_by is not None and weight_by in rt.columns else [])
+    t = rt["runtime"].to_numpy(dtype=float)
+    t = np.where(np.isnan(t), np.inf, t)
+    span = np.log(b_max / b_min)
+    contrib = np.where(t <= b_max, (np.log(b_max) - np.log(np.maximum(t, b_min))) / span, 0.0)
+    d = rt[keys].copy()
+    d["auc"] = contrib
+    out = d.groupby(keys, sort=False)["auc"].mean().reset_index()
+    if len(keys) > len(by):
+        out = out.groupby(by, sort=False)["auc"].mean().reset_index()
+    return out[by + ["auc"]]
+
+
+def budget_ladder(c_min: float, c_max: float, decades: int = 2) -> list[float]:
+    """Budgets of the fixed-budget view: ``c_max`` and one per decade below it, down to
+    ``decades`` decades or the first recorded cost ``c_min``."""
+    out = [float(c_max) / 10**k for k in range(decades + 1) if float(c_max) / 10**k >= float(c_min) * (1 - 1e-12)]
+    return sorted(out)
+
+
+def quality_at_budgets(runs: pd.DataFrame, budgets: Sequence[float], *, by: Sequence[str] = ("label",),
+                       measure: str | None = None, cost: str = "cost") -> pd.DataFrame:
+    """Fixed-budget values: the quality of every run at every budget ``B`` -- the quality at its
+    last record with ``cost <= B`` (the recommendation a user would hold had the run stopped
+    there; at the run's final budget this is :func:`final_values`).  A run diverged by then is at
+    ``+inf``; a run with no record by ``B`` is NaN.  Columns: by..., ``run_id``, ``replicate``,
+    ``budget``, ``value``, ``diverged``."""
+    measure = measure or quality_column(runs)
+    by = _group_cols(runs, by)
+    keys = list(dict.fromkeys(by + RUN_KEYS))
+    order = [c for c in (cost, "step") if c in runs.columns]
+    df = runs.sort_values(keys + order)
+    out = []
+    for b in budgets:
+        sub = df[df[cost] <= float(b) * (1 + 1e-12)]
+        last = sub.groupby(keys, sort=False).tail(1)
+        v = last[measure].to_numpy(dtype=float)
+        div = (last["diverged"].fillna(False).to_numpy(dtype=bool) if "diverged" in last.columns
+               else np.zeros(len(last), dtype=bool))
+        t = last[keys].copy()
+        t["budget"] = float(b)
+        t["value"] = np.where(div | ~np.isfinite(v), np.inf, v)
+        t["diverged"] = div
+        full = df[keys].drop_duplicates().merge(t, on=keys, how="left")
+        full["budget"] = float(b)
+        full["diverged"] = full["diverged"].astype("boolean").fillna(False).astype(bool)
+        out.append(full)
+    cols = keys + ["budget", "value", "diverged"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+
+
+def ert_ratios(ert: pd.DataFrame, *, group: str = "label", problem: str = "problem") -> pd.DataFrame:
+    """COCO's ERT ratio: on each problem and target, ERT of every group over the best (lowest)
+    ERT any group reached there.  ``ratio`` = 1 for the best, ``inf`` for a group that never
+    reached the target, NaN where nobody did.  Columns: those of ``ert`` plus ``best_ert``,
+    ``ratio``."""
+    keys = [c for c in (problem, "target") if c in ert.columns]
+    e = ert.copy()
+    fin = e["ert"].where(np.isfinite(e["ert"]))
+    e["best_ert"] = fin.groupby([e[k] for k in keys], sort=False).transform("min") if keys else fin.min()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e["ratio"] = np.where(np.isfinite(e["best_ert"]), e["ert"] / e["best_ert"], np.nan)
+    return e

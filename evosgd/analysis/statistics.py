@@ -204,3 +204,38 @@ def ranking(
     table = table.sort_values(["mean_rank", "median"], kind="stable").reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1)
     return table, info
+
+
+def aggregate_ranks(per_problem: pd.DataFrame, *, group: str = "label", problem: str = "problem",
+                    score: str = "mean_rank") -> tuple[pd.DataFrame, dict]:
+    """Rank aggregation across problems (Demsar 2006, "Statistical comparisons of classifiers
+    over multiple data sets", JMLR 7): on every problem the groups are ranked by ``score`` (lower
+    is better, ties averaged), then ranks are averaged over problems.  With >= 2 problems and >= 3
+    groups that were run on every problem, Friedman's test over problems as blocks.
+
+    ``per_problem``: one row per (problem, group) with ``score`` (e.g. the within-problem mean rank
+    over replicates of :func:`ranking`).  Returns (table with ``group``, ``mean_rank``, ``wins``
+    (problems where it ranks first, ties shared), ``problems``, ``rank``; info dict with ``test``,
+    ``statistic``, ``p``).
+    """
+    d = per_problem[[problem, group, score]].copy()
+    d["r"] = d.groupby(problem, sort=False)[score].rank(method="average")
+    n_best = d.groupby(problem, sort=False)["r"].transform(lambda r: (r == r.min()).sum())
+    d["win"] = np.where(d["r"] == d.groupby(problem, sort=False)["r"].transform("min"), 1.0 / n_best, 0.0)
+    groups = list(dict.fromkeys(d[group]))
+    table = pd.DataFrame({
+        group: groups,
+        "mean_rank": [float(d.loc[d[group] == g, "r"].mean()) for g in groups],
+        "wins": [float(d.loc[d[group] == g, "win"].sum()) for g in groups],
+        "problems": [int((d[group] == g).sum()) for g in groups],
+    }).sort_values(["mean_rank"], kind="stable").reset_index(drop=True)
+    table["rank"] = np.arange(1, len(table) + 1)
+    info = dict(test=None, statistic=float("nan"), p=float("nan"))
+    wide = d.pivot(index=problem, columns=group, values="r").dropna()
+    if len(wide) >= 2 and wide.shape[1] >= 3:
+        if np.ptp(wide.to_numpy(), axis=1).any():
+            r = stats.friedmanchisquare(*[wide[g].to_numpy() for g in wide.columns])
+            info = dict(test="friedman", statistic=float(r.statistic), p=float(r.pvalue))
+        else:
+            info = dict(test="friedman", statistic=0.0, p=1.0)
+    return table, info

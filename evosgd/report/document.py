@@ -1,12 +1,13 @@
 """A tiny document model (sections of text, lists, figures, tables) and its two writers: one
-self-contained HTML file (figures embedded as base64 PNG) and a Markdown file (figures as
-relative PNG links).  Both render the same blocks, so the two reports say the same thing."""
+self-contained HTML file (each figure's SVG inlined) and a Markdown file (figures as relative
+links to the same SVG files).  A figure is stored once, as ``figures/<name>.svg``.  Both writers
+render the same blocks, so the two reports say the same thing."""
 
 from __future__ import annotations
 
-import base64
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +100,7 @@ nav { background: var(--soft); border: 1px solid var(--line); border-radius: 6px
 nav a { margin-right: 14px; color: var(--accent); text-decoration: none; white-space: nowrap; }
 ul.findings li { margin: .35em 0; }
 figure { margin: 1.2em 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figure svg { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 figcaption, .caption { color: var(--muted); font-size: .92em; margin-top: .3em; }
 figcaption a, .caption a { color: var(--accent); }
 .tablewrap { overflow-x: auto; margin: 1em 0; }
@@ -129,6 +130,18 @@ def _table_html(t: Table) -> str:
             f'<a href="tables/{t.name}.csv">tables/{t.name}.csv</a></div></div>')
 
 
+_SVG_START = re.compile(r"<svg\b")
+
+
+def inline_svg(text: str, title: str) -> str:
+    """An SVG file as an element of the HTML page: the XML prolog and doctype dropped, the fixed
+    pixel size made scalable (the viewBox stays), a title for screen readers."""
+    start = _SVG_START.search(text)
+    body = text[start.start():] if start else text
+    body = re.sub(r'(<svg\b[^>]*?)\swidth="[^"]*"\s+height="[^"]*"', r"\1", body, count=1)
+    return body.replace(">", f' role="img" aria-label="{html.escape(title)}">', 1)
+
+
 def write_html(doc: Document, out: Path, figures_dir: Path) -> Path:
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -146,11 +159,9 @@ def write_html(doc: Document, out: Path, figures_dir: Path) -> Path:
             elif isinstance(b, list):
                 parts.append('<ul class="findings">' + "".join(f"<li>{html.escape(x)}</li>" for x in b) + "</ul>")
             elif isinstance(b, Figure):
-                data = base64.b64encode((figures_dir / f"{b.name}.png").read_bytes()).decode("ascii")
-                parts.append(f'<figure id="figure-{b.name}"><img alt="{html.escape(b.caption)}" '
-                             f'src="data:image/png;base64,{data}"><figcaption>{html.escape(b.caption)} '
-                             f'<a href="figures/{b.name}.png">figures/{b.name}.png</a> · '
-                             f'<a href="figures/{b.name}.svg">svg</a></figcaption></figure>')
+                svg = inline_svg((figures_dir / f"{b.name}.svg").read_text(encoding="utf-8"), b.caption)
+                parts.append(f'<figure id="figure-{b.name}">{svg}<figcaption>{html.escape(b.caption)} '
+                             f'<a href="figures/{b.name}.svg">figures/{b.name}.svg</a></figcaption></figure>')
             elif isinstance(b, Table):
                 parts.append(_table_html(b))
         parts.append("</section>")
@@ -178,7 +189,7 @@ def write_markdown(doc: Document, out: Path) -> Path:
             elif isinstance(b, list):
                 lines += [f"- {x}" for x in b] + [""]
             elif isinstance(b, Figure):
-                lines += [f"![{b.caption}](figures/{b.name}.png)", "", f"*{b.caption}* ([svg](figures/{b.name}.svg))", ""]
+                lines += [f"![{b.caption}](figures/{b.name}.svg)", "", f"*{b.caption}*", ""]
             elif isinstance(b, Table):
                 d = b.display.head(b.max_rows)
                 lines.append("| " + " | ".join(_md_cell(c) for c in d.columns) + " |")
