@@ -33,7 +33,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -103,11 +102,11 @@ def deap_run(tb, pop: list, ngen: int) -> list:
 
 # ----------------------------------------------------------------------------- EvoTorch
 def evotorch_ga(shift: torch.Tensor, pop: int, device: torch.device):
+    import logging
+
     from evotorch import Problem
     from evotorch.algorithms import GeneticAlgorithm
     from evotorch.operators import CrossOver, GaussianMutation
-
-    import logging
 
     logging.getLogger("evotorch").setLevel(logging.WARNING)  # its INFO lines would bury the table
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 

@@ -16,12 +16,12 @@ Ctrl-C exits with 130 after saying what was kept; a sweep with failed runs exits
 from __future__ import annotations
 
 import argparse
-import textwrap
 import re
 import sys
+import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from evosgd.core.errors import ConfigError, EvosgdError
 

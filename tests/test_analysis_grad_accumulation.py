@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from evosgd.analysis.accumulation import (
-    AccumulationParams, accumulated_gradient, accumulation_rounding_bound, batch_bytes, full_batch_gradient, gamma,
-    measure_accumulation, saved_for_backward_bytes, unit_roundoff,
+    AccumulationParams,
+    accumulated_gradient,
+    accumulation_rounding_bound,
+    batch_bytes,
+    full_batch_gradient,
+    gamma,
+    measure_accumulation,
+    saved_for_backward_bytes,
+    unit_roundoff,
 )
 from evosgd.core.analysis_api import AnalysisContext
 from evosgd.core.errors import ParameterError

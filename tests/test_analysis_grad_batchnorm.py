@@ -4,7 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evosgd.analysis.batchnorm import BN_EPS, BatchNormParams, bn_backward, bn_jacobian, isotropic_damping, measure_batchnorm
+from evosgd.analysis.batchnorm import (
+    BN_EPS,
+    BatchNormParams,
+    bn_backward,
+    bn_jacobian,
+    isotropic_damping,
+    measure_batchnorm,
+)
 from evosgd.core.analysis_api import AnalysisContext
 from evosgd.core.registry import ANALYSES
 from evosgd.core.seeding import make_generator
@@ -68,7 +75,13 @@ def test_scale_shift_and_input_gradients_equal_torch(training):
     """Reference: torch's F.batch_norm with weight and bias (float64), in training mode (batch
     statistics) and evaluation mode (running statistics): our forward, input gradient, dL/dgamma,
     dL/dbeta and the running-statistics update equal autograd / torch's buffers."""
-    from evosgd.analysis.batchnorm import bn_eval_forward, bn_eval_input_grad, bn_param_grads, bn_running_update, bn_train_input_grad
+    from evosgd.analysis.batchnorm import (
+        bn_eval_forward,
+        bn_eval_input_grad,
+        bn_param_grads,
+        bn_running_update,
+        bn_train_input_grad,
+    )
 
     g = make_generator(3)
     C, b = 4, 6

@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from evosgd.analysis.hardware import (
-    HardwareParams, examples_to_target, fit_critical_batch, fit_s_min, fit_step_cost, hessian_top_eigenvalue,
-    measure_hardware, noise_scale_ci, steps_to_target,
+    HardwareParams,
+    examples_to_target,
+    fit_critical_batch,
+    fit_s_min,
+    fit_step_cost,
+    hessian_top_eigenvalue,
+    measure_hardware,
+    noise_scale_ci,
+    steps_to_target,
 )
 from evosgd.core.seeding import make_generator
 from evosgd.landscapes import build_landscape

@@ -9,8 +9,14 @@ import torch
 from scipy import integrate, stats
 
 from evosgd.analysis.minibatch import (
-    MinibatchParams, _imhof_tail, chebyshev_batch_size, chebyshev_failure_bound, clt_batch_size,
-    gaussian_quadratic_tail, measure_concentration, minibatch_gradient_variance,
+    MinibatchParams,
+    _imhof_tail,
+    chebyshev_batch_size,
+    chebyshev_failure_bound,
+    clt_batch_size,
+    gaussian_quadratic_tail,
+    measure_concentration,
+    minibatch_gradient_variance,
 )
 from evosgd.core.analysis_api import AnalysisContext
 from evosgd.core.errors import ConfigError

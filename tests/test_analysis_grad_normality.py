@@ -9,8 +9,14 @@ import torch
 from scipy import stats
 
 from evosgd.analysis.normality import (
-    NormalityParams, berry_esseen_bound, clt_tail_probability, edgeworth_kolmogorov_distance, measure_normality,
-    mean_excess_kurtosis, mean_skewness, population_moments,
+    NormalityParams,
+    berry_esseen_bound,
+    clt_tail_probability,
+    edgeworth_kolmogorov_distance,
+    mean_excess_kurtosis,
+    mean_skewness,
+    measure_normality,
+    population_moments,
 )
 from evosgd.core.seeding import make_generator
 from evosgd.landscapes import build_landscape

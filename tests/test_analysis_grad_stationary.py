@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from evosgd.analysis.sgd_stationary import (
-    StationaryParams, lyapunov_stationary_cov, measure_stationary, sde_stationary_cov, simulate_stationary,
+    StationaryParams,
+    lyapunov_stationary_cov,
+    measure_stationary,
+    sde_stationary_cov,
+    simulate_stationary,
     stationary_variance_1d,
 )
 from evosgd.core.analysis_api import AnalysisContext

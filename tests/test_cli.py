@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import test_runner_components  # noqa: F401
+
 from evosgd.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,7 +28,8 @@ def test_budget_clock_units_and_sim_time():
     np.testing.assert_allclose(b.clock(), [0.5, 1.5])
     assert b.exhausted().tolist() == [False, True]
     b2 = Budget(1, clock="steps")
-    b2.step(); b2.step()
+    b2.step()
+    b2.step()
     assert b2.clock().tolist() == [2.0]
 
 

@@ -58,7 +58,7 @@ def test_ioh_export_read_back_by_iohinspector(store, tmp_path):
     expected = _expected(store)
     assert set(df["instance"].unique().to_list()) == {4, 5}  # replicate r on instance 4 + r
     assert set(df["function_id"].unique().to_list()) == {1, 8} and set(df["dimension"].unique().to_list()) == {2}
-    for (alg, fid, inst), (final, x, best) in expected.items():
+    for (alg, fid, inst), (final, x, _best) in expected.items():
         rows = df.filter((df["algorithm_name"] == alg) & (df["function_id"] == fid) & (df["instance"] == inst))
         assert rows.height > 0
         assert rows["raw_y"].min() == pytest.approx(max(final, 0.0), rel=1e-9, abs=1e-300)

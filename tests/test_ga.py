@@ -49,7 +49,8 @@ def test_plus_and_comma_charge_lambda_and_reevaluation():
     opt.step()
     assert np.allclose(budget.cost, 6 * 4 + (10 + 6) * 4)
     land, budget, opt = make({"population_size": 6, "offspring_size": 10, "replacement": "comma"})
-    opt.step(); opt.step()
+    opt.step()
+    opt.step()
     assert np.allclose(budget.cost, 6 + 10) and opt.population.shape == (4, 6, 5)
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-
 import test_runner_components  # noqa: F401  (registers the test-only components)
+
 from evosgd.core.errors import DeviceError
 from evosgd.run import Schedule, SerialExecutor, execute_scenario, load_store, run_one
 from evosgd.run.memory import estimate_run_bytes
@@ -233,8 +232,8 @@ def test_sigkill_mid_sweep_then_resume_equals_uninterrupted_run(tmp_path):
     scen = tmp_path / "killme.toml"
     scen.write_text(SWEEP_TOML)
     killed = tmp_path / "killed"
-    code = ("import sys; sys.path.insert(0, {tests!r}); import test_runner_components; "
-            "from evosgd.cli import main; sys.exit(main(sys.argv[1:]))").format(tests=str(TESTS))
+    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_runner_components; "
+            "from evosgd.cli import main; sys.exit(main(sys.argv[1:]))")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-c", code, "run", str(scen), "--out", str(killed), "--workers", "1",
                              "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

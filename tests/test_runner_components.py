@@ -7,8 +7,6 @@ run), which is how user plugins reach spawned workers too.
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field

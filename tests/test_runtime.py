@@ -6,8 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evosgd.analysis.runtime import (expected_running_time, final_values, quality_column, quality_summary,
-                                     runtime_ecdf, runtimes)
+from evosgd.analysis.runtime import (
+    expected_running_time,
+    final_values,
+    quality_column,
+    quality_summary,
+    runtime_ecdf,
+    runtimes,
+)
 
 
 def _run(label, rep, costs, errors, diverged_from=None):

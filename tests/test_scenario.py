@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 import test_runner_components  # noqa: F401  (registers test-only optimizers)
+
 from evosgd.core.errors import ConfigError
 from evosgd.scenario import load_scenario
 from evosgd.scenario.problems import locate_keys

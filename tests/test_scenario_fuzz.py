@@ -6,10 +6,10 @@ from __future__ import annotations
 import copy
 import datetime as dt
 
+import test_runner_components  # noqa: F401
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import test_runner_components  # noqa: F401
 from evosgd.cli import main
 from evosgd.core.errors import ConfigError
 from evosgd.scenario import Scenario, load_scenario

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 import test_runner_components  # noqa: F401
+
 from evosgd.core.errors import ConfigError
 from evosgd.run import execute_scenario, load_store
 from evosgd.run.store import ResultsStore, atomic_write, find_store, write_json

@@ -6,8 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evosgd.analysis.tracking import (best_error_before_change, change_times_from_drift, offline_error,
-                                      recovery_times, tracking_table)
+from evosgd.analysis.tracking import (
+    best_error_before_change,
+    change_times_from_drift,
+    offline_error,
+    recovery_times,
+    tracking_table,
+)
 
 T = [0, 1, 2, 4, 5, 6, 8]
 E = [4, 2, 1, 3, 1.5, 0.5, 9]  # change at t = 3 (error jumps to 3) and t = 6... see below

@@ -36,7 +36,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from evosgd.analysis.grad_common import (
-    POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, evaluation_point, fmt, mean_ci, single_thread,
+    POINT_DESCRIPTION,
+    Point,
+    analysis_generator,
+    analysis_landscape,
+    evaluation_point,
+    fmt,
+    mean_ci,
+    single_thread,
 )
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ParameterError

@@ -12,8 +12,8 @@ Confidence intervals (all two-sided at level ``confidence``):
 
 from __future__ import annotations
 
-from typing import Any, Literal
 from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -152,7 +152,7 @@ class single_thread:
     ~100x slower with 2 threads on a loaded 2-core machine).
     """
 
-    def __enter__(self) -> "single_thread":
+    def __enter__(self) -> single_thread:
         self._threads = torch.get_num_threads()
         torch.set_num_threads(1)
         return self

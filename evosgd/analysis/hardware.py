@@ -54,8 +54,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from evosgd.analysis.grad_common import (
-    POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, bootstrap_ci, evaluation_point, example_population,
-    fmt, mean_ci, require_separable, single_thread,
+    POINT_DESCRIPTION,
+    Point,
+    analysis_generator,
+    analysis_landscape,
+    bootstrap_ci,
+    evaluation_point,
+    example_population,
+    fmt,
+    mean_ci,
+    require_separable,
+    single_thread,
 )
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ConfigError, ParameterError

@@ -32,8 +32,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import integrate, optimize, stats
 
 from evosgd.analysis.grad_common import (
-    POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, evaluation_point, example_population, fmt, require_separable,
-    mean_ci, proportion_ci, single_thread,
+    POINT_DESCRIPTION,
+    Point,
+    analysis_generator,
+    analysis_landscape,
+    evaluation_point,
+    example_population,
+    fmt,
+    mean_ci,
+    proportion_ci,
+    require_separable,
+    single_thread,
 )
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows
 from evosgd.core.errors import ParameterError

@@ -27,17 +27,26 @@ Q-Q data, go to tables.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
-from typing import Literal
 
 from evosgd.analysis.grad_common import (
-    POINT_DESCRIPTION, Point, analysis_generator, analysis_landscape, bootstrap_ci, evaluation_point, require_separable,
-    example_population, fmt, proportion_ci, single_thread,
+    POINT_DESCRIPTION,
+    Point,
+    analysis_generator,
+    analysis_landscape,
+    bootstrap_ci,
+    evaluation_point,
+    example_population,
+    fmt,
+    proportion_ci,
+    require_separable,
+    single_thread,
 )
 from evosgd.analysis.verdict import judge_coverage, judge_test, verdict_table
 from evosgd.core.analysis_api import AnalysisContext, AnalysisResult, comparison_rows

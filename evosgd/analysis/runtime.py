@@ -18,7 +18,7 @@ All functions are pure: they take pandas tables and return new ones.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -22,8 +22,8 @@ Mann-Whitney and Friedman, and makes such a pair count as the largest difference
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

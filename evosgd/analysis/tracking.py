@@ -21,7 +21,7 @@ optimizer actually offered over that interval).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

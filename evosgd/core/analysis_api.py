@@ -45,8 +45,9 @@ report (the row's ``measured`` is not drawn there).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import torch

@@ -68,7 +68,14 @@ from pydantic import Field
 
 from evosgd.core.device import host_bool, host_list, library_sync
 from evosgd.core.registry import OPTIMIZERS
-from evosgd.evolution.es_base import EvolutionStrategy, RecombinationParams, commit, default_popsize, expected_norm, log_weights
+from evosgd.evolution.es_base import (
+    EvolutionStrategy,
+    RecombinationParams,
+    commit,
+    default_popsize,
+    expected_norm,
+    log_weights,
+)
 
 
 class CMAParams(RecombinationParams):

@@ -38,7 +38,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -28,7 +28,13 @@ from pydantic import Field, model_validator
 
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import OPTIMIZERS
-from evosgd.evolution.es_base import EvolutionStrategy, RecombinationParams, default_popsize, expected_norm, recombination_weights
+from evosgd.evolution.es_base import (
+    EvolutionStrategy,
+    RecombinationParams,
+    default_popsize,
+    expected_norm,
+    recombination_weights,
+)
 
 
 class CSAParams(RecombinationParams):
@@ -38,7 +44,7 @@ class CSAParams(RecombinationParams):
     mu: int | None = Field(None, ge=1, description="number of parents mu (recombined with the chosen weights); None: floor(lambda/2)")
 
     @model_validator(mode="after")
-    def _mu_at_most_lambda(self) -> "CSAParams":
+    def _mu_at_most_lambda(self) -> CSAParams:
         if self.mu is not None and self.popsize is not None and self.mu > self.popsize:
             raise ValueError(f"mu = {self.mu} must be at most popsize = {self.popsize}")
         return self

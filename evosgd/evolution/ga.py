@@ -113,7 +113,7 @@ class GAParams(FitnessParams):
     mutation: MutationParams = Field(default_factory=MutationParams, description="mutation operator")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "GAParams":
+    def _consistent(self) -> GAParams:
         lam = self.offspring_size or self.population_size
         if self.replacement == "generational" and lam != self.population_size:
             raise ValueError(f"generational replacement needs offspring_size == population_size ({self.population_size}), got {lam}")

@@ -38,11 +38,13 @@ model (one parent per birth): ``recombination_rate`` must be 0.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import model_validator
 
+from evosgd.core.device import host_bool, to_host
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.evolution import operators as ops
 from evosgd.evolution.fitness import evaluate_population
@@ -148,7 +150,7 @@ def simulate_moran_fixation(
         g, _, _ = moran_event(g, log_r[ids].unsqueeze(1) * g[:, :, 0].to(torch.float64), generator)
         count = g[:, :, 0].sum(dim=1)
         done = (count == 0) | (count == N)
-        if bool(done.any()):  # drop absorbed populations at once: most new mutants are lost in a few events
+        if host_bool(done.any()):  # drop absorbed populations at once: most new mutants are lost in a few events
             when[ids[done]] = e
             fixed[ids[done]] = count[done] == N
             keep = ~done
@@ -166,7 +168,7 @@ class MoranParams(WrightFisherParams):
     generation of N events."""
 
     @model_validator(mode="after")
-    def _no_recombination(self) -> "MoranParams":
+    def _no_recombination(self) -> MoranParams:
         if self.recombination_rate != 0:
             raise ValueError("the Moran process has one parent per birth: recombination_rate must be 0")
         return self
@@ -183,8 +185,9 @@ class Moran(WrightFisher):
         super().__init__(params, landscape=landscape, budget=budget, generator=generator)
         self._loss: torch.Tensor | None = None  # [R, N] the kept losses
 
-    def _newborn_loss(self, child: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-        """Charged evaluation of the newborns ``[R, 1, D]`` -> ``[R]``."""
+    def _newborn_loss(self, child: torch.Tensor, active: Any) -> torch.Tensor:
+        """Charged evaluation of the newborns ``[R, 1, D]`` -> ``[R]``; ``active`` is the host mask
+        of the replicates to charge (None: all)."""
         if self.additive:
             self.budget.charge(evaluations=1, mask=active)
             return self._additive_loss(child)[:, 0]
@@ -193,20 +196,22 @@ class Moran(WrightFisher):
 
     def step(self) -> None:
         active = self.active
-        if not bool(active.any()):
+        if not host_bool(active.any()):
             return
         p = self.params
         if self._loss is None:
             self._loss = self._losses(active)
         pop, loss = self.population, self._loss
         rows = torch.arange(self.replicates, device=self.device)
+        # the ledger is on the host: one read of the mask per step, not one per event
+        charge_mask = None if host_bool(active.all()) else to_host(active)
         for _ in range(p.population_size):
             # beta = 0 is exactly neutral, even where a loss is infinite (0 * inf = nan)
             log_w = torch.zeros_like(loss) if p.beta == 0 else -p.beta * loss
             pop, dead, child = moran_event(pop, log_w, self.generator, mutation_rate=p.mutation_rate,
                                            mutation_effect=p.mutation_effect)
             loss = loss.clone()
-            loss[rows, dead] = self._newborn_loss(child, active).to(loss.dtype)
+            loss[rows, dead] = self._newborn_loss(child, charge_mask).to(loss.dtype)
         was = self.diverged.clone()
         if not self.biallelic:
             self.check_divergence(pop)

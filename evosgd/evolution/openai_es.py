@@ -68,7 +68,7 @@ class OpenAIESParams(SearchParams):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "OpenAIESParams":
+    def _check(self) -> OpenAIESParams:
         if self.antithetic and self.popsize is not None and self.popsize % 2:
             raise ValueError(f"popsize = {self.popsize} must be even with antithetic sampling")
         return self

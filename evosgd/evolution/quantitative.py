@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field, model_validator
 
+from evosgd.core.device import host_bool
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import OPTIMIZERS
 from evosgd.evolution import operators as ops
@@ -112,7 +113,7 @@ class QuantitativeWrightFisher(WrightFisher):
 
     def step(self) -> None:
         active = self.active
-        if not bool(active.any()):
+        if not host_bool(active.any()):
             return
         p = self.params
         losses = evaluate_population(self.landscape, self.budget, self.generator, self.phenotypes(), p.batch_size, mask=active)

@@ -182,7 +182,7 @@ class WrightFisherParams(FitnessParams):
     initial_frequency: float = Field(0.0, ge=0.0, le=1.0, description="biallelic: initial frequency of allele 1 (round(p*N) random carriers per locus)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "WrightFisherParams":
+    def _consistent(self) -> WrightFisherParams:
         if self.genotype == "biallelic" and self.loci_fitness == "additive" and self.loci is None:
             raise ValueError("biallelic additive fitness needs loci (the number of loci L)")
         if self.genotype == "biallelic" and self.loci_fitness == "additive" and self.batch_size is not None:

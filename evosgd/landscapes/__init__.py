@@ -30,11 +30,11 @@ from evosgd.landscapes import (  # noqa: F401  (registers)
     rnn,
     tabular_models,
 )
-from evosgd.landscapes.model import ModelLandscape
-from evosgd.landscapes.tabular import DataSplits, splits_from_arrays
 from evosgd.landscapes.base import Batch, Landscape, Time, per_example_grads, per_replicate
 from evosgd.landscapes.drift import DRIFTS, DriftingLandscape, wrap_with_drift
 from evosgd.landscapes.mlp import unflatten
+from evosgd.landscapes.model import ModelLandscape
+from evosgd.landscapes.tabular import DataSplits, splits_from_arrays
 
 
 def build_landscape(kind: str, params: dict[str, Any] | None = None, *, replicates: int = 1, seed: int = 0,

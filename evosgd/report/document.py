@@ -74,7 +74,7 @@ class Section:
     title: str
     blocks: list = field(default_factory=list)  # str (paragraph) | list[str] | Figure | Table
 
-    def add(self, block) -> "Section":
+    def add(self, block) -> Section:
         self.blocks.append(block)
         return self
 

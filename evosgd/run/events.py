@@ -7,8 +7,9 @@ The runner never draws or prints: it calls a listener (``events=`` of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Union
 
 
 @dataclass(frozen=True)

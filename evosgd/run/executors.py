@@ -20,7 +20,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 
 class Executor(abc.ABC):
@@ -36,7 +37,7 @@ class Executor(abc.ABC):
     def shutdown(self, cancel: bool = False) -> None:
         """Release resources; ``cancel`` abandons what is still running (Ctrl-C)."""
 
-    def __enter__(self) -> "Executor":
+    def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc: Any) -> None:

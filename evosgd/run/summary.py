@@ -77,12 +77,12 @@ def format_summary(store) -> str:  # store: StoreData
         with pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_colwidth", 40):
             lines += ["", table.to_string(index=False, float_format=lambda v: f"{v:.3g}")]
     failed = [(rid, e) for rid, e in runs.items() if e.get("status") == "failed"]
-    for rid, e in failed[:10]:
+    for _rid, e in failed[:10]:
         lines.append(f"failed: {e.get('label')} {e.get('sweep') or ''}: {e.get('error')}")
     for a in store.analyses:
         lines.append(f"analysis {a['label']} ({a['kind']}): {a.get('title') or ''}")
         lines += [f"  - {n}" for n in a.get("notes", [])]
-    for aid, e in (m.get("analyses") or {}).items():
+    for _aid, e in (m.get("analyses") or {}).items():
         if e.get("status") == "failed":
             lines.append(f"analysis {e.get('label')} failed: {e.get('error')}")
     return "\n".join(lines)

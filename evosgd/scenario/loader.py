@@ -10,9 +10,10 @@ runs it already finished.  Replicate r of every run meets the landscape instance
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -96,7 +97,7 @@ class Scenario:
         }
 
     def with_options(self, *, quick: bool | None = None, replicates: int | None = None,
-                     device: str | None = None, overrides: Mapping[str, Any] | None = None) -> "Scenario":
+                     device: str | None = None, overrides: Mapping[str, Any] | None = None) -> Scenario:
         """The same file resolved again with other options (quick mode, overrides)."""
         ov = dict(self.overrides)
         ov.update(overrides or {})

@@ -10,7 +10,8 @@ headers, arrays of tables and (dotted, quoted) keys, which is where users put th
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 

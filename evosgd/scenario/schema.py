@@ -35,7 +35,7 @@ class BudgetSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _one_limit(self) -> "BudgetSpec":
+    def _one_limit(self) -> BudgetSpec:
         if self.max_cost is None and self.max_steps is None and self.max_sim_time is None:
             raise ValueError("set at least one of max_cost, max_steps, max_sim_time")
         return self
@@ -63,7 +63,7 @@ class RecordSpec(BaseModel):
     every: float | None = Field(None, gt=0, description="record every this many units of the budget axis (cost by default)")
 
     @model_validator(mode="after")
-    def _one_schedule(self) -> "RecordSpec":
+    def _one_schedule(self) -> RecordSpec:
         if self.log_points is not None and self.every is not None:
             raise ValueError("set either log_points or every, not both")
         if self.log_points is None and self.every is None:
