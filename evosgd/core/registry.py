@@ -207,6 +207,8 @@ def _same_code(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
 LANDSCAPES = Registry("landscape")
 OPTIMIZERS = Registry("optimizer")
 ANALYSES = Registry("analysis")
+#: drift models of ``[landscape.drift]`` (registered by ``evosgd.landscapes.drift``)
+DRIFTS = Registry("drift")
 
 
 # ----------------------------------------------------------------------------- public API
@@ -236,8 +238,6 @@ def register_drift(name: str, params: type[BaseModel], description: str, *, fami
                    tags: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a drift model: ``cls(params, *, replicates, seed, dim, center, device, dtype)``, a
     subclass of ``evosgd.landscapes.drift.Drift``."""
-    from evosgd.landscapes.drift import DRIFTS
-
     return DRIFTS.register(name, params, description, family=family, tags=tags)
 
 

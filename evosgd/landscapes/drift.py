@@ -39,11 +39,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from evosgd.core.errors import ConfigError
-from evosgd.core.registry import Registry
+from evosgd.core.registry import DRIFTS
 from evosgd.core.seeding import derive_seed, make_generator
 from evosgd.landscapes.base import Batch, Landscape, Time, per_replicate, time_tensor
-
-DRIFTS = Registry("drift")
 
 
 def _unit_vectors(replicates: int, dim: int, seed: int, count: int = 1) -> torch.Tensor:
