@@ -26,8 +26,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 # text stays text in SVG (smaller files, and about twice as fast to write as glyph paths); a fixed
 # hash salt makes the ids of clip paths, and so the files, the same at every build
-matplotlib.rcParams["svg.fonttype"] = "none"
-matplotlib.rcParams["svg.hashsalt"] = "evosgd"
+#: applied at every save, so whatever else changed matplotlib's global settings (a notebook, another
+#: library, a test in the same process) the files come out the same
+SVG_SETTINGS = {"svg.fonttype": "none", "svg.hashsalt": "evosgd"}
 RUN_KEYS = ["run_id", "replicate"]
 
 
@@ -41,7 +42,8 @@ def palette(variants: Sequence[str]) -> dict[str, tuple]:
 def _save(fig, folder: Path, name: str) -> None:
     # bbox "tight" keeps a legend placed outside the axes inside the file
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    with matplotlib.rc_context(SVG_SETTINGS):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     (folder / f"{name}.svg").write_text(compact_svg(buf.getvalue()), encoding="utf-8")
 
