@@ -33,6 +33,8 @@ SCRIPTS = {
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
+# EvoTorch (an anchor of bench_ga) calls torch.jit.script, which torch 2.13 deprecates: not our code path
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_benchmark_script_runs_in_smoke_mode(script, tmp_path, capsys):
     if script == "bench_ga":
         pytest.importorskip("deap")

@@ -115,7 +115,8 @@ def judge_coverage(claim: str, low: Sequence[float], high: Sequence[float], pred
     misses = int(n - hit.sum())
     p = coverage_pvalue(misses, n, confidence)
     m = np.asarray(measured, dtype=float)[ok] if measured is not None else (lo[ok] + hi[ok]) / 2
-    ratio = m / pr[ok]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a prediction of 0: no ratio (NaN, left out below)
+        ratio = m / pr[ok]
     rng = f"measured/predicted {_g(float(np.nanmin(ratio)))}..{_g(float(np.nanmax(ratio)))}" if np.isfinite(ratio).any() else ""
     base = (f"prediction inside the {confidence:.0%} CI{tol} at {n - misses} of {n} {what}; "
             f"P(>= {misses} misses | exact theory) = {_g(p)}" + (f"; {rng}" if rng else ""))
