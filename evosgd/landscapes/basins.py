@@ -24,7 +24,6 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy import optimize
 
 from evosgd.core.errors import ParameterError
 from evosgd.core.registry import LANDSCAPES
@@ -76,6 +75,8 @@ def critical_points(p: TwoBasinsParams) -> dict[str, float]:
     lo, hi = p.sharp_center - 4 * p.sharp_width, p.wide_center + 4 * p.wide_width
     xs = np.linspace(lo, hi, 20001)
     g = potential_grad(xs, p)
+    from scipy import optimize  # only when a landscape is built: scipy costs 0.7 s of every start-up
+
     roots = [optimize.brentq(potential_grad, xs[i], xs[i + 1], args=(p,))
              for i in np.flatnonzero(np.sign(g[:-1]) * np.sign(g[1:]) < 0)]
     mins = [r for r in roots if potential_curvature(r, p) > 0]

@@ -136,7 +136,8 @@ def load_scenario(
     if source is None and not isinstance(path_or_dict, Mapping):
         source = str(path_or_dict)
     display = source or name
-    load_all()
+    # the analyses (and scipy.stats, pandas behind them) only for a file that names some
+    load_all(analyses=bool(doc.get("analysis")) or "analysis" in (doc.get("quick") or {}))
 
     def resolve(with_quick: bool, run_preflight: bool) -> Scenario:
         problems = Problems(display, text)
