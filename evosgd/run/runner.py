@@ -290,8 +290,6 @@ def _execute_locked(scenario: Scenario, store: ResultsStore, dev: torch.device, 
                 manifest["runs"][res.run_id] = _run_entry(run, res.status, res.error, res.wall_time, res.file,
                                                           res.diverged_replicates)
                 store.write_manifest(manifest)
-                if watcher is not None:
-                    watcher.finished(res.run_id)
                 events(RunFinished(res.run_id, run.label, json.dumps(run.sweep, default=str) if run.sweep else "",
                                    res.status, res.error, float(res.wall_time or 0.0)))
     finally:
@@ -326,9 +324,6 @@ class _ProgressWatcher:
             if msg is None:
                 return
             self.events(RunProgress(*msg))
-
-    def finished(self, run_id: str) -> None:
-        """Nothing to forget: the listener keeps its own view of the runs in flight."""
 
     def stop(self) -> None:
         if self.thread is not None:
